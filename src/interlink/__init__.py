@@ -1,0 +1,46 @@
+"""interlink: inter-process communication for Python over shared memory.
+
+The public API is re-exported here; the modules behind it are private.
+"""
+
+from ._channel import Channel as Channel
+from ._channel import ChannelStatistics as ChannelStatistics
+from ._channel import Loan as Loan
+from ._channel import Message as Message
+from .errors import AccessDenied as AccessDenied
+from .errors import AlreadyExists as AlreadyExists
+from .errors import Busy as Busy
+from .errors import Closed as Closed
+from .errors import Corrupt as Corrupt
+from .errors import DeadlockError as DeadlockError
+from .errors import Empty as Empty
+from .errors import Full as Full
+from .errors import Incompatible as Incompatible
+from .errors import InterlinkError as InterlinkError
+from .errors import MessageTooLarge as MessageTooLarge
+from .errors import NotFound as NotFound
+from .errors import OwnerDied as OwnerDied
+from .errors import Timeout as Timeout
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AccessDenied",
+    "AlreadyExists",
+    "Busy",
+    "Channel",
+    "ChannelStatistics",
+    "Closed",
+    "Corrupt",
+    "DeadlockError",
+    "Empty",
+    "Full",
+    "Incompatible",
+    "InterlinkError",
+    "Loan",
+    "Message",
+    "MessageTooLarge",
+    "NotFound",
+    "OwnerDied",
+    "Timeout",
+]

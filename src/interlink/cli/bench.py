@@ -1,0 +1,142 @@
+"""``interlink bench``: measure interlink against the IPC mechanisms a user would otherwise pick.
+
+``interlink bench`` runs the default scenario group, ``channel``; other groups
+(sync, queue, topic) are added as further subcommands of :func:`bench`. The
+options below are accepted both by ``bench`` and by each subcommand, so
+``interlink bench --quick`` and ``interlink bench channel --quick`` are the
+same run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from click.core import ParameterSource
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def bench_options(command: F) -> F:
+    """Add the options shared by ``bench`` and its subcommands to ``command``."""
+    options = [
+        click.option(
+            "--quick", is_flag=True, help="Small counts: the whole run takes well under a minute."
+        ),
+        click.option(
+            "--count",
+            type=click.IntRange(min=100),
+            help="64 B one-way messages; round trips are COUNT/10, 1 MiB messages COUNT/100.",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=1.0),
+            help="Wall-clock limit of one measurement in seconds (default 120, --quick 30).",
+        ),
+        click.option(
+            "--idle-seconds",
+            type=click.FloatRange(min=0.1),
+            help="How long the idle receiver sits blocked (default 2).",
+        ),
+        click.option(
+            "--only",
+            "only",
+            multiple=True,
+            metavar="NAME",
+            help="Measure only this transport (repeatable); 'interlink' selects all its rows.",
+        ),
+        click.option(
+            "--json",
+            "json_target",
+            metavar="FILE",
+            help="Also write every raw figure as JSON to FILE ('-': standard output).",
+        ),
+        click.option(
+            "--plot",
+            "plot_target",
+            metavar="FILE.png",
+            help="Also save bar charts to FILE.png (needs matplotlib).",
+        ),
+        click.option(
+            "--list", "list_only", is_flag=True, help="List the transports and exit."
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def merged_options(ctx: click.Context, own: dict[str, Any]) -> dict[str, Any]:
+    """Return the options given to ``bench`` overridden by those given to the subcommand."""
+    merged = dict(ctx.parent.params) if ctx.parent is not None else {}
+    for name, value in own.items():
+        if name not in merged or ctx.get_parameter_source(name) is not ParameterSource.DEFAULT:
+            merged[name] = value
+    return merged
+
+
+@click.group(invoke_without_command=True)
+@bench_options
+@click.pass_context
+def bench(ctx: click.Context, **options: Any) -> None:
+    """Measure interlink against other IPC mechanisms (default: the channel benchmark).
+
+    Every figure is measured between two separate processes, with the same
+    payloads for every transport; ratios compare to interlink in the same run.
+    """
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(channel, **options)
+
+
+@bench.command()
+@bench_options
+@click.pass_context
+def channel(ctx: click.Context, **options: Any) -> None:
+    """Channels: 64 B round trip, 64 B and 1 MiB one-way, idle receiver CPU.
+
+    Compared: interlink (send/recv, batches, loans), os.pipe, socketpair,
+    multiprocessing Pipe and Queue, and faster-fifo, pyzmq, posix_ipc and
+    iceoryx2 when installed.
+    """
+    opts = merged_options(ctx, options)
+    # Imported here: `interlink --help` and the other commands stay fast.
+    from rich.console import Console
+
+    from interlink._bench import harness, hostinfo, peers, report
+    from interlink._bench.results import Status
+    from interlink._bench.settings import Settings
+
+    try:
+        rows = peers.select(opts["only"])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--only") from None
+    json_target: str | None = opts["json_target"]
+    console = Console(stderr=json_target == "-")
+    if opts["list_only"]:
+        for row in rows:
+            status = row.missing() or "available"
+            console.print(f"{row.label:22} {', '.join(s.title for s in row.scenarios):50} {status}")
+        return
+    plot_target: str | None = opts["plot_target"]
+    if plot_target is not None:
+        problem = report.plot_unavailable()
+        if problem is not None:
+            raise click.UsageError(problem)
+    settings = Settings.choose(
+        quick=opts["quick"],
+        count=opts["count"],
+        timeout=opts["timeout"],
+        idle_seconds=opts["idle_seconds"],
+    )
+    host = hostinfo.collect()
+    with report.ProgressBar(console, total=len(harness.plan(rows))) as progress:
+        cells = harness.run(rows, settings, progress)
+    report.print_report(console, host, settings, rows, cells)
+    if json_target is not None:
+        report.write_json(json_target, report.to_json(host, settings, cells))
+    if plot_target is not None:
+        report.write_plot(plot_target, host, rows, cells)
+        console.print(f"plot saved to {plot_target}")
+    if any(c.status is Status.ERROR and c.transport.startswith("interlink") for c in cells):
+        raise click.ClickException("interlink itself failed in at least one measurement (see above)")
