@@ -16,6 +16,7 @@ receiver has attached and gone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from typing import Any
 from . import _native
 from ._native import Loan, Message
 from ._segment import Segment
-from .errors import Empty, Full, Timeout
+from .errors import Closed, Empty, Full, Timeout
 
 __all__ = ["Channel", "ChannelStatistics", "Loan", "Message"]
 
@@ -73,6 +74,7 @@ class Channel(_native.ChannelCore):
         *,
         create: bool | None = None,
         mode: int = 0o600,
+        _adopt: tuple[int, int] | None = None,
     ) -> None:
         cap = _ring_capacity(capacity)
         self._anonymous = name is None
@@ -86,7 +88,7 @@ class Channel(_native.ChannelCore):
             mode=mode,
             kind_size=cap,
             format=lambda mm, key: _native.ring_format(mm, cap, key),
-            attach=self._bind,
+            attach=lambda mm: self._bind(mm, _adopt),
         )
 
     # -------------------------------------------------------------- identity
@@ -105,7 +107,10 @@ class Channel(_native.ChannelCore):
         return f"<interlink.Channel {self.name!r} {state}>"
 
     def __reduce__(self) -> tuple[Callable[..., Channel], tuple[Any, ...]]:
-        return (_reopen, (self.name,))
+        # The handle in flight counts as a sender until the other process
+        # attaches (or 60 s pass), so a receiver does not see end-of-stream
+        # just because a worker has not started yet -- as with an inherited pipe.
+        return (_reopen, (self.name, self._lend()))
 
     # ------------------------------------------------------------ life cycle
     def close(self) -> None:
@@ -121,7 +126,20 @@ class Channel(_native.ChannelCore):
 
     def unlink(self) -> None:
         """Remove the channel's name now: new opens create a new channel."""
+        self._check_open()
         self._segment.unlink()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise Closed("this channel handle is closed")
+
+    def __del__(self) -> None:
+        # A handle dropped without close() must not leak its descriptor or,
+        # when it was the last user, leave the object behind in /dev/shm.
+        segment = getattr(self, "_segment", None)
+        if segment is not None and not segment.closed:
+            with contextlib.suppress(Exception):  # at shutdown the next open reclaims it
+                self.close()
 
     def __enter__(self) -> Channel:
         return self
@@ -153,6 +171,7 @@ class Channel(_native.ChannelCore):
 
     def users(self) -> list[tuple[int, bool]]:
         """(pid, alive) of every attached handle."""
+        self._check_open()
         return [(u.pid, u.alive) for u in self._segment.users()]
 
     # ---------------------------------------------------------------- asyncio
@@ -196,8 +215,8 @@ class Channel(_native.ChannelCore):
         return waiter
 
 
-def _reopen(name: str) -> Channel:
-    return Channel(name, create=False)
+def _reopen(name: str, token: tuple[int, int] | None = None) -> Channel:
+    return Channel(name, create=False, _adopt=token)
 
 
 def _now() -> float:
@@ -255,10 +274,8 @@ class _AsyncWaiter:
                 with self._lock:
                     pending, self._pending = self._pending, []
                 for loop, fut in pending:
-                    try:
+                    with contextlib.suppress(RuntimeError):  # that loop has closed
                         loop.call_soon_threadsafe(_resolve, fut)
-                    except RuntimeError:
-                        pass  # that loop has closed
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

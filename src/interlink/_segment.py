@@ -23,6 +23,8 @@ included, and nobody ever attaches to an object that is being removed.
 
 from __future__ import annotations
 
+import contextlib
+import contextlib
 import errno
 import fcntl
 import mmap
@@ -33,7 +35,7 @@ import stat
 import struct
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
 
 from . import _native
@@ -264,10 +266,8 @@ class Segment:
                     os.unlink(path)
             finally:
                 if mm is not None:
-                    try:
+                    with contextlib.suppress(BufferError):
                         mm.close()
-                    except BufferError:
-                        pass
                 os.close(fd)
             raise
 
@@ -324,10 +324,8 @@ class Segment:
         finally:
             if not ok:
                 if mm is not None:
-                    try:
+                    with contextlib.suppress(BufferError):
                         mm.close()
-                    except BufferError:
-                        pass
                 os.close(fd)
 
     # --------------------------------------------------------------- reclaim
@@ -394,10 +392,9 @@ class Segment:
             if _same_inode(self.fd, self.path) and _live_users(self.mm) == 0:
                 self._reclaim_fd(self.fd, self.path, force=False)
         finally:
-            try:
+            # Views may still point into it: then it unmaps when the last goes.
+            with contextlib.suppress(BufferError):
                 self.mm.close()
-            except BufferError:
-                pass  # views still point into it; it unmaps when the last goes
             os.close(self.fd)
 
     def unlink(self) -> None:
@@ -496,38 +493,40 @@ def _inspect(path: Path) -> ObjectInfo | None:
         st = os.stat(path)
     except FileNotFoundError:
         return None
-    base = {
-        "name": name,
-        "path": path,
-        "size": st.st_size,
-        "mode": stat.S_IMODE(st.st_mode),
-        "uid": st.st_uid,
-        "owner": _owner_name(st.st_uid),
-    }
+    base = ObjectInfo(
+        name=name,
+        path=path,
+        kind="?",
+        size=st.st_size,
+        mode=stat.S_IMODE(st.st_mode),
+        uid=st.st_uid,
+        owner=_owner_name(st.st_uid),
+        state="ok",
+    )
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except PermissionError:
-        return ObjectInfo(kind="?", state="ok", detail="no permission to read", **base)
+        return replace(base, kind="?", state="ok", detail="no permission to read")
     try:
         if st.st_size == 0:
-            return ObjectInfo(kind="?", state="abandoned", **base)
+            return replace(base, kind="?", state="abandoned")
         if st.st_size < _HEADER_SIZE:
-            return ObjectInfo(kind="?", state="corrupt", detail="truncated", **base)
+            return replace(base, kind="?", state="corrupt", detail="truncated")
         with mmap.mmap(fd, _HEADER_SIZE, mmap.MAP_SHARED, mmap.PROT_READ) as hm:
             page = bytearray(hm[:_HEADER_SIZE])
         h = _Header(*_HEADER.unpack_from(page, 0))
         kind = KIND_NAMES.get(h.kind, f"kind-{h.kind}")
         if h.magic == 0:
-            return ObjectInfo(kind=kind, state="abandoned", **base)
+            return replace(base, kind=kind, state="abandoned")
         if h.magic != _native.SEG_MAGIC:
-            return ObjectInfo(kind="?", state="corrupt", detail="bad magic", **base)
+            return replace(base, kind="?", state="corrupt", detail="bad magic")
         if h.total_size != st.st_size:
-            return ObjectInfo(kind=kind, state="corrupt", detail="size mismatch", **base)
+            return replace(base, kind=kind, state="corrupt", detail="size mismatch")
         users = tuple(_users_of_snapshot(page))
         state = "ok" if any(u.alive for u in users) else "stale"
-        return ObjectInfo(kind=kind, state=state, users=users, **base)
+        return replace(base, kind=kind, state=state, users=users)
     finally:
         os.close(fd)
 

@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import secrets
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
 from ._segment import list_objects
@@ -40,10 +40,8 @@ def isolated_namespace(namespace: str | None = None) -> Iterator[str]:
     finally:
         try:
             for info in list_objects():
-                try:
+                with suppress(FileNotFoundError):
                     os.unlink(info.path)
-                except FileNotFoundError:
-                    pass
         finally:
             if old is None:
                 del os.environ["INTERLINK_NAMESPACE"]

@@ -25,7 +25,7 @@
 /* Module state                                                            */
 /* ======================================================================= */
 
-#define SLICE_EMPTY_NS (50 * 1000 * 1000LL)   /* re-check peers every 50 ms */
+#define SLICE_EMPTY_NS (100 * 1000 * 1000LL)  /* re-check peers every 100 ms */
 #define SLICE_STUCK_NS (10 * 1000 * 1000LL)   /* a record in flight: 10 ms */
 #define SPIN_MIN_NS (2 * 1000LL)
 #define SPIN_MAX_NS (100 * 1000LL)
@@ -143,6 +143,7 @@ typedef struct {
     uint32_t slot;
     int attached;
     int sender;
+    int lent;           /* adopted from a lent slot and has not sent yet */
     int receiver;
     int closed;
     uint64_t token;
@@ -228,6 +229,7 @@ static int chan_attach(ChanObject *self)
     }
     self->attached = 1;
     self->sender = 0;
+    self->lent = 0;
     self->receiver = 0;
     return 0;
 }
@@ -268,11 +270,19 @@ static PyObject *chan_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 }
 
 PyDoc_STRVAR(chan_bind_doc,
-             "_bind($self, buffer, /)\n--\n\n"
-             "Attach this handle to a formatted channel segment (a writable buffer).");
+             "_bind($self, buffer, adopt=None, /)\n--\n\n"
+             "Attach this handle to a formatted channel segment (a writable buffer); "
+             "`adopt` is a (slot, word) token from _lend() to take over.");
 
-static PyObject *chan_bind(ChanObject *self, PyObject *arg)
+static PyObject *chan_bind(ChanObject *self, PyObject *args)
 {
+    PyObject *arg, *adopt = Py_None;
+    if (!PyArg_ParseTuple(args, "O|O:_bind", &arg, &adopt))
+        return NULL;
+    unsigned int adopt_slot = 0;
+    unsigned long long adopt_word = 0;
+    if (adopt != Py_None && !PyArg_ParseTuple(adopt, "IK:adopt", &adopt_slot, &adopt_word))
+        return NULL;
     if (self->has_buf) {
         PyErr_SetString(PyExc_RuntimeError, "handle already bound");
         return NULL;
@@ -286,7 +296,16 @@ static PyObject *chan_bind(ChanObject *self, PyObject *arg)
         PyBuffer_Release(&self->buf);
         return raise_status(self->st, rc, "open");
     }
-    if (chan_attach(self) < 0) {
+    self->ident = il_ident_self();
+    self->fork_gen = il_fork_generation();
+    if (adopt != Py_None && self->ident != 0 &&
+        il_ring_adopt(&self->ring, adopt_slot, adopt_word, self->ident) == IL_OK) {
+        self->slot = adopt_slot;
+        self->attached = 1;
+        self->sender = 1;
+        self->lent = 1;
+        self->receiver = 0;
+    } else if (chan_attach(self) < 0) {
         self->has_buf = 0;
         PyBuffer_Release(&self->buf);
         return NULL;
@@ -303,6 +322,7 @@ static void chan_detach(ChanObject *self)
     il_ring_ctrl *c = self->ring.ctrl;
     if (self->fork_gen == il_fork_generation()) {
         if (self->receiver) {
+            il_ring_reader_flush(&self->ring);
             uint64_t expected = self->ident;
             atomic_compare_exchange_strong_explicit(&c->receiver, &expected, 0,
                                                     memory_order_acq_rel,
@@ -372,6 +392,18 @@ static int ensure_receiver(ChanObject *self)
     if (self->receiver)
         return 0;
     il_ring_ctrl *c = self->ring.ctrl;
+    if (self->lent) {
+        /* Handed over as a potential sender, but it receives: it is no sender. */
+        _Atomic uint64_t *p = &self->ring.hdr->slots[self->slot].ident;
+        uint64_t cur = atomic_load_explicit(p, memory_order_relaxed);
+        while (il_ident_bare(cur) == self->ident &&
+               !atomic_compare_exchange_weak_explicit(p, &cur, self->ident,
+                                                      memory_order_acq_rel,
+                                                      memory_order_relaxed)) {
+        }
+        self->lent = 0;
+        self->sender = 0;
+    }
     uint64_t cur = atomic_load_explicit(&c->receiver, memory_order_acquire);
     for (;;) {
         if (cur != 0 && il_ident_bare(cur) == self->ident) {
@@ -586,6 +618,7 @@ static int send_one(ChanObject *self, PyObject *data, int64_t timeout_ns, int no
     }
     memcpy(dst, src, (size_t)n);
     il_ring_commit(&self->ring, pos, (uint64_t)n, (uint64_t)n);
+    self->lent = 0;
     if (notify)
         il_ring_notify_reader(&self->ring);
     self->n_sent++;
@@ -758,6 +791,7 @@ static int next_record(ChanObject *self, int64_t timeout_ns, uint64_t *pos,
             raise_status(self->st, rc, "recv");
             return -1;
         }
+        il_ring_reader_flush(&self->ring); /* about to wait or give up: return the space */
         if (rc == IL_EMPTY && closed_for_recv(self)) {
             /* Re-check: a last message may have landed between the two looks. */
             rc = il_ring_peek(&self->ring, pos, payload, len);
@@ -900,6 +934,7 @@ static PyObject *chan_wait_readable(ChanObject *self, PyObject *const *args, Py_
         ensure_receiver(self) < 0)
         return NULL;
     int64_t deadline = deadline_for(timeout_ns);
+    il_ring_reader_flush(&self->ring);
     for (;;) {
         if (il_ring_readable(&self->ring, self->ring.head))
             Py_RETURN_TRUE;
@@ -948,6 +983,33 @@ static PyObject *chan_wait_writable(ChanObject *self, PyObject *const *args, Py_
     }
 }
 
+PyDoc_STRVAR(chan_lend_doc,
+             "_lend($self, ttl=60.0, /)\n--\n\n"
+             "Reserve a sender slot for a process that will open this channel from a pickle "
+             "within `ttl` seconds; returns the (slot, word) token to pass to _bind.  Until "
+             "adopted or expired, the slot counts as a sender, so the receiver does not see "
+             "end-of-stream while the handle is in flight.");
+
+static PyObject *chan_lend(ChanObject *self, PyObject *args)
+{
+    double ttl = 60.0;
+    if (!PyArg_ParseTuple(args, "|d:_lend", &ttl))
+        return NULL;
+    if (chan_check(self) < 0)
+        return NULL;
+    if (!(ttl > 0.0) || ttl > 86400.0) {
+        PyErr_SetString(PyExc_ValueError, "ttl must be within (0, 86400] seconds");
+        return NULL;
+    }
+    uint32_t slot;
+    uint64_t word;
+    int rc = il_ring_lend(&self->ring, self->ident,
+                          il_boottime_ms() + (uint64_t)(ttl * 1000.0), &slot, &word);
+    if (rc != IL_OK)
+        return raise_status(self->st, rc, "pickle");
+    return Py_BuildValue("(IK)", slot, (unsigned long long)word);
+}
+
 PyDoc_STRVAR(chan_reclaim_doc,
              "_reclaim($self, /)\n--\n\n"
              "Free attach slots of dead processes (and a dead receiver's role); returns how "
@@ -970,6 +1032,8 @@ static PyObject *chan_stats(ChanObject *self, PyObject *Py_UNUSED(ignored))
     if (chan_check(self) < 0)
         return NULL;
     il_ring_ctrl *c = self->ring.ctrl;
+    if (self->receiver && self->fork_gen == il_fork_generation())
+        il_ring_reader_flush(&self->ring);
     uint64_t rp = atomic_load_explicit(&c->read_pos, memory_order_acquire);
     uint64_t wp = atomic_load_explicit(&c->write_pos, memory_order_acquire);
     uint64_t rid = atomic_load_explicit(&c->receiver, memory_order_acquire);
@@ -1009,7 +1073,8 @@ static PyObject *chan_get_closed(ChanObject *self, void *Py_UNUSED(closure))
 }
 
 static PyMethodDef chan_methods[] = {
-    {"_bind", (PyCFunction)chan_bind, METH_O, chan_bind_doc},
+    {"_bind", (PyCFunction)chan_bind, METH_VARARGS, chan_bind_doc},
+    {"_lend", (PyCFunction)chan_lend, METH_VARARGS, chan_lend_doc},
     {"_close", (PyCFunction)chan_close, METH_NOARGS, chan_close_doc},
     {"send", (PyCFunction)(void (*)(void))chan_send, METH_FASTCALL | METH_KEYWORDS,
      chan_send_doc},
@@ -1621,6 +1686,7 @@ static int native_exec(PyObject *m)
         add_int(m, "SEG_SLOTS", IL_SEG_SLOTS) < 0 ||
         add_int(m, "KIND_CHANNEL", IL_KIND_CHANNEL) < 0 ||
         add_int(m, "ROLE_SENDER", IL_ROLE_SENDER) < 0 ||
+        add_int(m, "ROLE_PENDING", IL_ROLE_PENDING) < 0 ||
         add_int(m, "RING_MIN_CAPACITY", IL_RING_MIN_CAPACITY) < 0 ||
         add_int(m, "RING_MAX_CAPACITY", (long long)IL_RING_MAX_CAPACITY) < 0 ||
         add_int(m, "RING_CTRL_OFFSET", IL_SEG_HEADER_SIZE) < 0 ||

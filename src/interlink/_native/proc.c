@@ -13,6 +13,7 @@
 static _Atomic uint64_t g_self_ident;
 static _Atomic uint64_t g_fork_gen;
 static atomic_flag g_atfork_installed = ATOMIC_FLAG_INIT;
+static _Atomic int g_atfork_done;
 
 static void il_after_fork_child(void)
 {
@@ -22,8 +23,11 @@ static void il_after_fork_child(void)
 
 static void il_install_atfork(void)
 {
+    if (atomic_load_explicit(&g_atfork_done, memory_order_acquire))
+        return;
     if (!atomic_flag_test_and_set_explicit(&g_atfork_installed, memory_order_acq_rel))
         pthread_atfork(NULL, NULL, il_after_fork_child);
+    atomic_store_explicit(&g_atfork_done, 1, memory_order_release);
 }
 
 uint64_t il_fork_generation(void)
@@ -115,6 +119,8 @@ int il_ident_alive(uint64_t ident)
     uint32_t pid = il_ident_pid(ident);
     if (pid == 0)
         return 0;
+    if (ident == il_ident_self())
+        return 1;
     if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
         return 0;
     uint64_t start = 0;

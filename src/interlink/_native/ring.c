@@ -175,20 +175,33 @@ void il_ring_clear_intent(il_ring *r, uint32_t slot)
 
 void il_ring_reader_start(il_ring *r)
 {
-    r->rpos = r->head = atomic_load_explicit(&r->ctrl->read_pos, memory_order_acquire);
+    r->rpos = r->head = r->published =
+        atomic_load_explicit(&r->ctrl->read_pos, memory_order_acquire);
 }
 
-static void advance_read(il_ring *r, uint64_t to)
+void il_ring_reader_flush(il_ring *r)
 {
     il_ring_ctrl *c = r->ctrl;
-    r->rpos = to;
-    atomic_store_explicit(&c->read_pos, to, memory_order_release);
+    if (r->rpos != r->published) {
+        r->published = r->rpos;
+        atomic_store_explicit(&c->read_pos, r->rpos, memory_order_release);
+    }
     atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&c->space_wanted, memory_order_relaxed) &&
         atomic_exchange_explicit(&c->space_wanted, 0, memory_order_seq_cst)) {
         atomic_fetch_add_explicit(&c->space_seq, 1, memory_order_release);
         il_futex_wake(&c->space_seq, INT_MAX);
     }
+}
+
+static void advance_read(il_ring *r, uint64_t to)
+{
+    r->rpos = to;
+    /* Storing read_pos moves a cache line to the writers' core; do it once
+     * per 1/64 of the ring unless a writer is waiting for room. */
+    if (to - r->published >= (r->cap >> 6) ||
+        atomic_load_explicit(&r->ctrl->space_wanted, memory_order_relaxed))
+        il_ring_reader_flush(r);
 }
 
 /* Size of a record that the reader may skip (PAD or RELEASED at pos), or 0. */
@@ -384,13 +397,26 @@ int il_ring_resolve_stuck(il_ring *r)
 
 /* ---- both -------------------------------------------------------------- */
 
+static int pending_expired(const il_ring *r, uint32_t i, uint64_t word, uint64_t now_ms);
+
 uint32_t il_ring_reclaim_dead(il_ring *r)
 {
     il_ring_ctrl *c = r->ctrl;
     uint32_t freed = 0;
+    uint64_t now_ms = il_boottime_ms();
     for (uint32_t i = 0; i < nslots(r); i++) {
         uint64_t word = atomic_load_explicit(&r->hdr->slots[i].ident, memory_order_acquire);
-        if (word == 0 || il_ident_alive(word))
+        if (word == 0)
+            continue;
+        if (pending_expired(r, i, word, now_ms)) {
+            /* Lent, never adopted: it never reserved anything. */
+            if (atomic_compare_exchange_strong_explicit(&r->hdr->slots[i].ident, &word, 0,
+                                                        memory_order_acq_rel,
+                                                        memory_order_relaxed))
+                freed++;
+            continue;
+        }
+        if (il_ident_alive(word))
             continue;
         /* Dead: its intent is final.  Load the cursors only now. */
         uint64_t rp = atomic_load_explicit(&c->read_pos, memory_order_acquire);
@@ -416,14 +442,61 @@ uint32_t il_ring_reclaim_dead(il_ring *r)
     return freed;
 }
 
+static int pending_expired(const il_ring *r, uint32_t i, uint64_t word, uint64_t now_ms)
+{
+    if (!(il_ident_roles(word) & IL_ROLE_PENDING))
+        return 0;
+    return atomic_load_explicit(&r->hdr->slots[i].aux, memory_order_relaxed) <= now_ms;
+}
+
 int il_ring_has_senders(const il_ring *r)
 {
+    uint64_t now_ms = 0;
     for (uint32_t i = 0; i < nslots(r); i++) {
         uint64_t word = atomic_load_explicit(&r->hdr->slots[i].ident, memory_order_acquire);
-        if (word != 0 && (il_ident_roles(word) & IL_ROLE_SENDER))
-            return 1;
+        if (word == 0 || !(il_ident_roles(word) & IL_ROLE_SENDER))
+            continue;
+        if (il_ident_roles(word) & IL_ROLE_PENDING) {
+            if (now_ms == 0)
+                now_ms = il_boottime_ms();
+            if (pending_expired(r, i, word, now_ms))
+                continue;
+        }
+        return 1;
     }
     return 0;
+}
+
+int il_ring_lend(il_ring *r, uint64_t lender, uint64_t deadline_ms, uint32_t *slot,
+                 uint64_t *word)
+{
+    uint32_t i;
+    int rc = il_seg_attach(r->hdr, lender, IL_ROLE_SENDER | IL_ROLE_PENDING, &i);
+    if (rc == IL_NOSLOT) {
+        il_ring_reclaim_dead(r);
+        rc = il_seg_attach(r->hdr, lender, IL_ROLE_SENDER | IL_ROLE_PENDING, &i);
+    }
+    if (rc != IL_OK)
+        return rc;
+    atomic_store_explicit(&r->hdr->slots[i].aux, deadline_ms, memory_order_relaxed);
+    atomic_store_explicit(&r->ctrl->intents[i].pos, IL_INTENT_NONE, memory_order_release);
+    *slot = i;
+    *word = atomic_load_explicit(&r->hdr->slots[i].ident, memory_order_acquire);
+    return IL_OK;
+}
+
+int il_ring_adopt(il_ring *r, uint32_t slot, uint64_t word, uint64_t ident)
+{
+    if (slot >= nslots(r) || !(il_ident_roles(word) & IL_ROLE_PENDING))
+        return IL_INVALID;
+    uint64_t mine = il_ident_bare(ident) |
+                    ((uint64_t)(IL_ROLE_SENDER | IL_ROLE_LENT) << IL_IDENT_ROLE_SHIFT);
+    uint64_t expected = word;
+    if (!atomic_compare_exchange_strong_explicit(&r->hdr->slots[slot].ident, &expected, mine,
+                                                 memory_order_acq_rel, memory_order_relaxed))
+        return IL_INVALID;
+    atomic_store_explicit(&r->ctrl->had_sender, 1, memory_order_release);
+    return IL_OK;
 }
 
 uint64_t il_ring_free_bytes(const il_ring *r)

@@ -90,7 +90,8 @@ typedef struct il_ring {
     uint64_t key;
     uint64_t cached_read; /* writer: last read_pos seen */
     uint64_t head;        /* reader: next record to deliver */
-    uint64_t rpos;        /* reader: its copy of read_pos */
+    uint64_t rpos;        /* reader: everything before it is released */
+    uint64_t published;   /* reader: the read_pos value last stored */
 } il_ring;
 
 /* Bytes a segment needs for a ring of `capacity` data bytes. */
@@ -140,8 +141,14 @@ void il_ring_reader_start(il_ring *r);
  * IL_INFLIGHT (next record reserved but not committed), IL_CORRUPT. */
 int il_ring_peek(il_ring *r, uint64_t *pos, const uint8_t **payload, uint64_t *len);
 
-/* Give back a delivered record (any order). */
+/* Give back a delivered record (any order).  The space returns to writers
+ * lazily: read_pos is stored once 1/64 of the ring is free to return, or
+ * at once when a writer waits for room; il_ring_reader_flush stores it now. */
 void il_ring_release(il_ring *r, uint64_t pos, uint64_t len);
+
+/* Store read_pos now (before the reader sleeps or detaches) and wake writers
+ * that wait for room. */
+void il_ring_reader_flush(il_ring *r);
 
 /* After IL_INFLIGHT: if the writer of the record at the reader's head is dead,
  * turn it into a pad.  IL_OK if progress was made, IL_INFLIGHT if the writer
@@ -158,8 +165,19 @@ int il_ring_readable(const il_ring *r, uint64_t head);
  * clears a dead receiver.  Returns slots freed. */
 uint32_t il_ring_reclaim_dead(il_ring *r);
 
-/* Whether any attached handle has the sender role (liveness not checked). */
+/* Whether any attached handle has the sender role (liveness not checked;
+ * lent slots count until they expire). */
 int il_ring_has_senders(const il_ring *r);
+
+/* Lend a sender slot to a process that will attach later (a handle being
+ * pickled): held in the lender's name with SENDER|PENDING until `deadline_ms`
+ * (il_boottime_ms clock).  IL_OK with *slot and *word (the adoption token). */
+int il_ring_lend(il_ring *r, uint64_t lender, uint64_t deadline_ms, uint32_t *slot,
+                 uint64_t *word);
+
+/* Take over a lent slot: IL_OK if it still held `word`, IL_INVALID if not
+ * (expired or reclaimed; attach normally then). */
+int il_ring_adopt(il_ring *r, uint32_t slot, uint64_t word, uint64_t ident);
 
 /* Free bytes right now (for writers deciding whether to wait). */
 uint64_t il_ring_free_bytes(const il_ring *r);

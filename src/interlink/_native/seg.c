@@ -1,6 +1,8 @@
 /* seg.c - segment header publication and the attach table. */
 #include "seg.h"
 
+#include <time.h>
+
 #include "il_common.h"
 #include "proc.h"
 
@@ -8,6 +10,13 @@ static inline uint32_t nslots_of(const il_seg_header *h)
 {
     uint32_t n = h->nslots;
     return n > IL_SEG_SLOTS ? IL_SEG_SLOTS : n;
+}
+
+uint64_t il_boottime_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 void il_seg_publish(il_seg_header *h)

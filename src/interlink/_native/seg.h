@@ -29,7 +29,10 @@
 enum il_kind { IL_KIND_CHANNEL = 1 };
 
 /* Role bits kept in the top nibble of a slot's identity word. */
-#define IL_ROLE_SENDER 1u
+#define IL_ROLE_SENDER 1u  /* may send: keeps the receiver from seeing end-of-stream */
+#define IL_ROLE_PENDING 2u /* lent to a process that has not attached yet; aux holds
+                              the CLOCK_BOOTTIME millisecond after which it expires */
+#define IL_ROLE_LENT 4u    /* adopted from a lent slot, has not sent yet */
 
 typedef struct il_seg_slot {
     _Atomic uint64_t ident; /* il_ident | roles << 60, or 0 when free */
@@ -73,6 +76,9 @@ void il_seg_detach(il_seg_header *h, uint32_t slot, uint64_t ident);
 
 /* Count slots whose holder is alive; *dead receives the count of dead ones. */
 uint32_t il_seg_live_users(const il_seg_header *h, uint32_t *dead);
+
+/* CLOCK_BOOTTIME in milliseconds: comparable between processes. */
+uint64_t il_boottime_ms(void);
 
 /* Free every slot whose holder is dead, without kind-specific checks (for
  * kinds that keep no per-slot state in their own area). Returns how many. */
