@@ -24,7 +24,6 @@ included, and nobody ever attaches to an object that is being removed.
 from __future__ import annotations
 
 import contextlib
-import contextlib
 import errno
 import fcntl
 import mmap
