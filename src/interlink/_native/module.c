@@ -153,6 +153,7 @@ typedef struct {
     int64_t spin_ns;
     uint64_t n_sent;
     uint64_t n_received;
+    struct LoanObject *loans; /* open loans, aborted when the handle closes */
     module_state *st;
     PyObject *weakreflist;
     PyObject *dict;
@@ -169,7 +170,7 @@ typedef struct {
     int state; /* 0 live, 1 release requested, 2 released */
 } MessageObject;
 
-typedef struct {
+typedef struct LoanObject {
     PyObject_HEAD
     ChanObject *chan;
     uint8_t *ptr;
@@ -178,6 +179,7 @@ typedef struct {
     Py_ssize_t exports;
     int state; /* 0 open, 1 committed, 2 aborted */
     PyObject *view;
+    struct LoanObject *prev, *next; /* the channel's open loans */
 } LoanObject;
 
 static void chan_maybe_release_buffer(ChanObject *self)
@@ -315,10 +317,13 @@ static PyObject *chan_bind(ChanObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static void abort_open_loans(ChanObject *self);
+
 static void chan_detach(ChanObject *self)
 {
     if (!self->has_buf)
         return;
+    abort_open_loans(self);
     il_ring_ctrl *c = self->ring.ctrl;
     if (self->fork_gen == il_fork_generation()) {
         if (self->receiver) {
@@ -751,6 +756,11 @@ static PyObject *chan_loan(ChanObject *self, PyObject *const *args, Py_ssize_t n
     loan->exports = 0;
     loan->state = 0;
     loan->view = NULL;
+    loan->prev = NULL;
+    loan->next = self->loans;
+    if (self->loans)
+        self->loans->prev = loan;
+    self->loans = loan;
     self->live++;
     return (PyObject *)loan;
 }
@@ -1275,7 +1285,14 @@ static PyType_Spec message_spec = {
 static void loan_finish(LoanObject *l, int commit, uint64_t len)
 {
     ChanObject *c = l->chan;
-    if (c->has_buf && c->fork_gen == il_fork_generation()) {
+    if (l->prev)
+        l->prev->next = l->next;
+    else if (c->loans == l)
+        c->loans = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    l->prev = l->next = NULL;
+    if (c->has_buf && !c->closed && c->fork_gen == il_fork_generation()) {
         if (commit)
             il_ring_commit(&c->ring, l->pos, l->reserved, len);
         else
@@ -1287,6 +1304,14 @@ static void loan_finish(LoanObject *l, int commit, uint64_t len)
     l->state = commit ? 1 : 2;
     c->live--;
     chan_maybe_release_buffer(c);
+}
+
+static void abort_open_loans(ChanObject *self)
+{
+    /* A reservation must never outlive its slot: once the slot is free, a new
+     * holder would look like the live writer of the record. */
+    while (self->loans)
+        loan_finish(self->loans, 0, 0);
 }
 
 static void loan_dealloc(LoanObject *l)
@@ -1330,6 +1355,11 @@ static PyObject *loan_commit(LoanObject *l, PyObject *const *args, Py_ssize_t na
     PyObject *a[1];
     if (fast_args("commit", args, nargs, kwnames, commit_kw, 0, a) < 0)
         return NULL;
+    if (l->chan->closed) {
+        PyErr_SetString(l->chan->st->Closed,
+                        "the channel handle was closed; the loan was dropped");
+        return NULL;
+    }
     if (l->state != 0) {
         PyErr_SetString(l->chan->st->InterlinkError, "loan already committed or aborted");
         return NULL;
