@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 try:
-    import interlink.cli
+    from interlink.cli.bench import channel
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    import interlink.cli
+    from interlink.cli.bench import channel
 
 if __name__ == "__main__":
-    interlink.cli.main(["bench", "channel", *sys.argv[1:]], prog_name="benchmarks/channel.py")
+    channel.main(sys.argv[1:], prog_name="python benchmarks/channel.py")

@@ -11,9 +11,10 @@ the worker functions in :mod:`.workers` run the same loop for every transport.
 
 Optional transports (faster-fifo, pyzmq, posix_ipc, iceoryx2) are imported
 only in the processes that use them, through :func:`load`, so this module
-imports without any of them installed. interlink itself is loaded the same
-way: the harness only touches its public API, and a core that fails to import
-shows up as an error cell instead of taking the harness down.
+imports without any of them installed. interlink's channel is reached the
+same way, through its public API only (``il.Channel`` and ``Message``), so
+the harness does not depend on the core's internals; a channel that fails at
+run time shows up as an error cell like any other transport.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def stamp(buf: Buffer, seq: int) -> None:
 
 
 def read_stamps(buf: Buffer) -> tuple[int, int, int]:
-    """Return ``(first stamp, last stamp, size in bytes)`` of a received message, copying nothing."""
+    """Return ``(first stamp, last stamp, size in bytes)`` of a message, copying nothing."""
     view = memoryview(buf)
     try:
         size = view.nbytes
@@ -109,6 +110,10 @@ class Sender(abc.ABC):
         """
         stamp(self.payload, seq)
         self.send(self.payload)
+
+    def figures(self) -> dict[str, float]:
+        """Counters of this end worth reporting (none for most transports)."""
+        return {}
 
     def close(self) -> None:  # noqa: B027 - most ends have nothing to close
         """Release the end; safe to call twice."""
@@ -900,7 +905,15 @@ class Iceoryx2Link(Link):
 
 
 class Iceoryx2Sender(Sender):
-    """Loan a sample, fill it, send it, notify the listener."""
+    """Loan a sample, fill it, send it, notify the listener.
+
+    The publisher asks to wait while the subscriber is full
+    (``RetryUntilDelivered``, safe overflow off), but with iceoryx2 0.10 that
+    only holds once the subscriber has called ``receive()``: before, a send to
+    a full subscriber returns 0 recipients and the sample is silently dropped.
+    So the sender checks that count and, while it is 0, wakes the subscriber,
+    yields the CPU and sends the message again (``undelivered_retries``).
+    """
 
     def __init__(self, link: Iceoryx2Link) -> None:
         """Create the publisher (waits while the subscriber is full) and the notifier."""
@@ -914,13 +927,17 @@ class Iceoryx2Sender(Sender):
         )
         self._notifier = self._event.notifier_builder().create()
         self._loan = link.loan
+        self.retries = 0
 
     def send(self, data: Buffer) -> None:
-        """Copy ``data`` into a loaned sample and send it."""
+        """Copy ``data`` into a loaned sample and send it, until the subscriber got it."""
         view = memoryview(data).cast("B")
-        sample = self._publisher.loan_slice_uninit(view.nbytes)
-        sample.payload().as_memory_view().cast("B")[:] = view
-        sample.assume_init().send()
+        while True:
+            sample = self._publisher.loan_slice_uninit(view.nbytes)
+            sample.payload().as_memory_view().cast("B")[:] = view
+            if sample.assume_init().send():
+                break
+            self._retry()
         self._notifier.notify()
 
     def send_stamped(self, seq: int) -> None:
@@ -928,10 +945,23 @@ class Iceoryx2Sender(Sender):
         if not self._loan:
             super().send_stamped(seq)
             return
-        sample = self._publisher.loan_slice_uninit(self.size)
-        stamp(sample.payload().as_memory_view(), seq)
-        sample.assume_init().send()
+        while True:
+            sample = self._publisher.loan_slice_uninit(self.size)
+            stamp(sample.payload().as_memory_view(), seq)
+            if sample.assume_init().send():
+                break
+            self._retry()
         self._notifier.notify()
+
+    def _retry(self) -> None:
+        """Count an undelivered send, wake the subscriber and let it run."""
+        self.retries += 1
+        self._notifier.notify()
+        os.sched_yield()
+
+    def figures(self) -> dict[str, float]:
+        """How many sends had to be repeated because the subscriber was full."""
+        return {"undelivered_retries": self.retries}
 
     def close(self) -> None:
         """Drop the ports and the node."""
@@ -995,6 +1025,8 @@ class Iceoryx2Peer(Peer):
             loan=self.loan,
         )
         try:
+            # The parent holds the services for the whole measurement: both children
+            # open what exists, with the same settings, whichever of them comes first.
             opened = link.open()
             try:
                 yield link

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -28,15 +29,24 @@ from .peers import REFERENCE, Peer
 from .results import Cell, Status
 from .settings import Scenario, Settings
 
+RATIO_HEADER = "il \N{MULTIPLICATION SIGN}"
+"""Header of the ratio columns: "interlink is N.Nx faster"."""
+
 RATIO_CAPTION = (
-    "N.Nx = how many times faster interlink is than that row: interlink's throughput ÷ the "
-    "row's, or the row's p50 latency ÷ interlink's (above 1: interlink is faster). Reference: "
-    "'interlink' for the round trip and 64 B, 'interlink send+view' for 1 MiB (the same work "
-    "as the peers: the sender hands over a prepared 1 MiB buffer)."
+    f"{RATIO_HEADER} = how many times faster interlink is than that row: interlink's "
+    "throughput ÷ the row's, or the row's p50 round trip ÷ interlink's (above 1: interlink "
+    "is faster). "
+    "Reference: 'interlink' for the round trip and 64 B, 'interlink send+view' for 1 MiB (the "
+    "same work as the peers: the sender hands over a prepared 1 MiB buffer). 1 MiB: msg/s "
+    "equals MiB/s. idle CPU: receiver blocked with no traffic, % of one core."
 )
 
 _HIGHER_IS_BETTER = {Scenario.SMALL: True, Scenario.LARGE: True, Scenario.ROUNDTRIP: False}
-_KEY_FIGURE = {Scenario.ROUNDTRIP: "p50_us", Scenario.SMALL: "msgs_per_s", Scenario.LARGE: "mib_per_s"}
+_KEY_FIGURE = {
+    Scenario.ROUNDTRIP: "p50_us",
+    Scenario.SMALL: "msgs_per_s",
+    Scenario.LARGE: "mib_per_s",
+}
 
 
 # ---------------------------------------------------------------- progress
@@ -74,7 +84,7 @@ class ProgressBar:
 
     def started(self, peer: Peer, scenario: Scenario) -> None:
         """Name the running measurement."""
-        self._progress.update(self._task, description=f"{peer.label}: {scenario.title}")
+        self._progress.update(self._task, description=f"{peer.label}: {scenario.display_name}")
 
     def finished(self, cell: Cell) -> None:
         """Advance by one measurement."""
@@ -101,7 +111,9 @@ def speedups(cells: Sequence[Cell]) -> dict[tuple[str, Scenario], float]:
         if not ours or not theirs:
             continue
         higher_is_better = _HIGHER_IS_BETTER[cell.scenario]
-        result[(cell.transport, cell.scenario)] = ours / theirs if higher_is_better else theirs / ours
+        result[(cell.transport, cell.scenario)] = (
+            ours / theirs if higher_is_better else theirs / ours
+        )
     return result
 
 
@@ -147,28 +159,48 @@ class _Notes:
 
 
 # The table's column groups: scenario -> (header, figure, formatter) per column, ratio last.
+def _mib(value: float) -> str:
+    """Format MiB/s with thousands separators."""
+    return f"{value:,.0f}"
+
+
+def _percent(value: float) -> str:
+    """Format a share of one core."""
+    return f"{value:.2f}%"
+
+
+# (1 MiB messages: msg/s equals MiB/s, so the table shows it once; the JSON has both.)
 _COLUMNS: dict[Scenario, list[tuple[str, str, Any]]] = {
-    Scenario.ROUNDTRIP: [("RTT p50 µs", "p50_us", _us), ("p99 µs", "p99_us", _us)],
-    Scenario.SMALL: [("64 B msg/s", "msgs_per_s", _rate)],
-    Scenario.LARGE: [("1 MiB MiB/s", "mib_per_s", lambda v: f"{v:,.0f}"), ("msg/s", "msgs_per_s", _rate)],
-    Scenario.IDLE: [("idle CPU", "cpu_percent", lambda v: f"{v:.2f}%")],
+    Scenario.ROUNDTRIP: [("RTT µs\np50", "p50_us", _us), ("\np99", "p99_us", _us)],
+    Scenario.SMALL: [("64 B\nmsg/s", "msgs_per_s", _rate)],
+    Scenario.LARGE: [("1 MiB\nMiB/s", "mib_per_s", _mib)],
+    Scenario.IDLE: [("idle\nCPU", "cpu_percent", _percent)],
 }
 
 
 def build_table(peers: Sequence[Peer], cells: Sequence[Cell]) -> tuple[Table, list[str]]:
     """Return the result table (one row per peer) and its numbered footnotes."""
-    table = Table(caption=RATIO_CAPTION, caption_justify="left", header_style="bold")
-    table.add_column("transport", no_wrap=True)
+    table = Table(
+        caption=RATIO_CAPTION,
+        caption_justify="left",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("\ntransport", no_wrap=True)
     for scenario, columns in _COLUMNS.items():
         for header, _, _ in columns:
             table.add_column(header, justify="right", no_wrap=True)
         if scenario in _KEY_FIGURE:
-            table.add_column("il ×", justify="right", style="cyan", no_wrap=True)
+            table.add_column("\n" + RATIO_HEADER, justify="right", style="cyan", no_wrap=True)
     by_key = {(c.transport, c.scenario): c for c in cells}
     ratios = speedups(cells)
     notes = _Notes()
     for peer in peers:
-        row: list[str | Text] = [Text(peer.label, style="bold" if peer.family == "interlink" else "")]
+        row: list[str | Text] = [
+            Text(peer.label, style="bold" if peer.family == "interlink" else "")
+        ]
         for scenario, columns in _COLUMNS.items():
             row.extend(_group(by_key.get((peer.label, scenario)), columns, ratios, notes))
             if scenario in _KEY_FIGURE:
@@ -198,8 +230,9 @@ def settings_line(settings: Settings) -> str:
     """Return what was measured, in one line."""
     return (
         f"{settings.roundtrips:,} round trips of {settings.small_size} B "
-        f"(after {settings.warmup:,} warm-up) · {settings.small_count:,} × {settings.small_size} B "
-        f"one-way · {settings.large_count:,} × {settings.large_size >> 20} MiB one-way, "
+        f"(after {settings.warmup:,} warm-up) · {settings.small_count:,} msgs of "
+        f"{settings.small_size} B one-way · {settings.large_count:,} msgs of "
+        f"{settings.large_size >> 20} MiB one-way, "
         f"stamps checked · idle receiver {settings.idle_seconds:g} s · "
         "each cell: two fresh processes (spawn)"
     )
@@ -219,6 +252,30 @@ def print_report(
     console.print(table)
     for number, text in enumerate(notes, start=1):
         console.print(f"[{number}] {text}", markup=False, highlight=False)
+
+
+def print_transports(console: Console, peers: Sequence[Peer]) -> None:
+    """Print each row's name, the scenarios it measures and whether it is installed."""
+    short = {
+        Scenario.ROUNDTRIP: "RTT",
+        Scenario.SMALL: "64 B",
+        Scenario.LARGE: "1 MiB",
+        Scenario.IDLE: "idle",
+    }
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        header_style="bold",
+        caption="--only takes a name, or a family: 'interlink' and 'iceoryx2' pick all their rows",
+        caption_justify="left",
+    )
+    for header in ("transport", "measures", "status"):
+        table.add_column(header)
+    for peer in peers:
+        missing = peer.missing()
+        status = Text(missing, style="dim") if missing else Text("available", style="green")
+        table.add_row(peer.label, ", ".join(short[s] for s in peer.scenarios), status)
+    console.print(table)
 
 
 # ---------------------------------------------------------------- json
@@ -264,11 +321,17 @@ def plot_unavailable() -> str | None:
     return None
 
 
-_PLOTS = [
-    (Scenario.ROUNDTRIP, "p50_us", "64 B round trip, p50 (µs, lower is better)"),
-    (Scenario.SMALL, "msgs_per_s", "64 B one-way (msg/s)"),
-    (Scenario.LARGE, "mib_per_s", "1 MiB one-way, data read (MiB/s)"),
-    (Scenario.IDLE, "cpu_percent", "idle receiver (% of a core)"),
+_PLOTS: list[tuple[Scenario, str, str, Any, bool]] = [
+    (Scenario.ROUNDTRIP, "p50_us", "64 B round trip, p50 (µs, lower is better)", _us, False),
+    (Scenario.SMALL, "msgs_per_s", "64 B one-way (msg/s, log scale)", _rate, True),
+    (Scenario.LARGE, "mib_per_s", "1 MiB one-way, stamps read (MiB/s, log scale)", _mib, True),
+    (
+        Scenario.IDLE,
+        "cpu_percent",
+        "idle receiver (% of one core, lower is better)",
+        _percent,
+        False,
+    ),
 ]
 
 
@@ -278,10 +341,11 @@ def write_plot(target: str, host: HostInfo, peers: Sequence[Peer], cells: Sequen
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
 
     by_key = {(c.transport, c.scenario): c for c in cells if c.ok}
     figure, axes = plt.subplots(2, 2, figsize=(13, 8.5))
-    for axis, (scenario, key, title) in zip(axes.flat, _PLOTS):
+    for axis, (scenario, key, title, fmt, log) in zip(axes.flat, _PLOTS, strict=True):
         rows = [
             (peer, by_key[(peer.label, scenario)].figures[key])
             for peer in peers
@@ -290,12 +354,17 @@ def write_plot(target: str, host: HostInfo, peers: Sequence[Peer], cells: Sequen
         labels = [peer.label for peer, _ in rows]
         values = [value for _, value in rows]
         colors = ["tab:orange" if peer.family == "interlink" else "tab:blue" for peer, _ in rows]
-        axis.barh(labels, values, color=colors)
+        bars = axis.barh(labels, values, color=colors)
+        axis.bar_label(bars, labels=[fmt(v) for v in values], padding=3, fontsize=8)
         axis.invert_yaxis()
         axis.set_title(title, fontsize=10)
         axis.grid(axis="x", alpha=0.3)
-        if scenario in (Scenario.SMALL, Scenario.LARGE) and values:
-            axis.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
+        if log and values:
+            axis.set_xscale("log")
+            axis.set_xlim(min(values) / 2, max(values) * 4)
+            axis.xaxis.set_major_formatter(EngFormatter())
+        else:
+            axis.margins(x=0.15)
     figure.suptitle(f"interlink bench channel\n{host.line()}", fontsize=10)
     figure.tight_layout()
     figure.savefig(target, dpi=120)

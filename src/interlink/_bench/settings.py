@@ -32,12 +32,12 @@ class Scenario(str, enum.Enum):
     """CPU time of a receiver blocked with no traffic, as % of one core."""
 
     @property
-    def title(self) -> str:
-        """A short human-readable name, for progress lines and error notes."""
-        return _TITLES[self]
+    def display_name(self) -> str:
+        """A short human-readable name, for progress lines and listings."""
+        return _DISPLAY_NAMES[self]
 
 
-_TITLES = {
+_DISPLAY_NAMES = {
     Scenario.ROUNDTRIP: "64 B round trip",
     Scenario.SMALL: "64 B one-way",
     Scenario.LARGE: "1 MiB one-way",

@@ -188,7 +188,7 @@ def send_small(job: Job, barrier: Barrier) -> Figures:
         _meet(barrier, s)
     finally:
         tx.close()
-    return {"sender_seconds": elapsed}
+    return {"sender_seconds": elapsed, **tx.figures()}
 
 
 def receive_small(job: Job, barrier: Barrier) -> Figures:
@@ -252,7 +252,7 @@ def send_large(job: Job, barrier: Barrier) -> Figures:
         _meet(barrier, s)
     finally:
         tx.close()
-    return {"sender_seconds": elapsed}
+    return {"sender_seconds": elapsed, **tx.figures()}
 
 
 def receive_large(job: Job, barrier: Barrier) -> Figures:

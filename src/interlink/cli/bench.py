@@ -58,9 +58,7 @@ def bench_options(command: F) -> F:
             metavar="FILE.png",
             help="Also save bar charts to FILE.png (needs matplotlib).",
         ),
-        click.option(
-            "--list", "list_only", is_flag=True, help="List the transports and exit."
-        ),
+        click.option("--list", "list_only", is_flag=True, help="List the transports and exit."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -79,7 +77,7 @@ def merged_options(ctx: click.Context, own: dict[str, Any]) -> dict[str, Any]:
 @click.group(invoke_without_command=True)
 @bench_options
 @click.pass_context
-def bench(ctx: click.Context, **options: Any) -> None:
+def bench(ctx: click.Context, /, **options: Any) -> None:
     """Measure interlink against other IPC mechanisms (default: the channel benchmark).
 
     Every figure is measured between two separate processes, with the same
@@ -92,7 +90,7 @@ def bench(ctx: click.Context, **options: Any) -> None:
 @bench.command()
 @bench_options
 @click.pass_context
-def channel(ctx: click.Context, **options: Any) -> None:
+def channel(ctx: click.Context, /, **options: Any) -> None:
     """Channels: 64 B round trip, 64 B and 1 MiB one-way, idle receiver CPU.
 
     Compared: interlink (send/recv, batches, loans), os.pipe, socketpair,
@@ -114,9 +112,7 @@ def channel(ctx: click.Context, **options: Any) -> None:
     json_target: str | None = opts["json_target"]
     console = Console(stderr=json_target == "-")
     if opts["list_only"]:
-        for row in rows:
-            status = row.missing() or "available"
-            console.print(f"{row.label:22} {', '.join(s.title for s in row.scenarios):50} {status}")
+        report.print_transports(console, rows)
         return
     plot_target: str | None = opts["plot_target"]
     if plot_target is not None:
@@ -139,4 +135,4 @@ def channel(ctx: click.Context, **options: Any) -> None:
         report.write_plot(plot_target, host, rows, cells)
         console.print(f"plot saved to {plot_target}")
     if any(c.status is Status.ERROR and c.transport.startswith("interlink") for c in cells):
-        raise click.ClickException("interlink itself failed in at least one measurement (see above)")
+        raise click.ClickException("interlink failed in at least one measurement (see above)")
