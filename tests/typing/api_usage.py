@@ -1,0 +1,49 @@
+"""Type-checked by `make lint` (mypy --strict): the public API as users write it.
+
+Never executed; a stub or signature regression fails the lint step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import interlink as il
+
+
+def producer(ch: il.Channel) -> int:
+    ch.send(b"bytes")
+    ch.send(bytearray(b"bytearray"), timeout=0.5)
+    ch.send_nowait(memoryview(b"view"))
+    sent: int = ch.send_many([b"a", b"b"], timeout=None)
+    with ch.loan(16) as buf:
+        buf[:4] = b"abcd"
+    loan: il.Loan = ch.loan(8)
+    loan.commit(4)
+    return sent
+
+
+def consumer(ch: il.Channel) -> bytes:
+    with ch.recv(timeout=1.0) as msg:
+        view: memoryview = memoryview(msg)
+        n: int = len(msg) + view.nbytes
+    batch: list[il.Message] = ch.recv_many(64, timeout=None)
+    for m in batch:
+        m.release()
+    stats: il.ChannelStatistics = ch.statistics()
+    assert n >= 0 and stats.capacity > 0
+    return ch.recv_bytes(timeout=0.1) + ch.recv_nowait().tobytes()
+
+
+async def async_consumer(ch: il.Channel) -> il.Message:
+    await ch.asend(b"x", timeout=1.0)
+    return await asyncio.wait_for(ch.arecv(), 1.0)
+
+
+def errors() -> tuple[type[BaseException], ...]:
+    return (il.Timeout, il.Empty, il.Full, il.Closed, il.NotFound, il.Busy, il.Corrupt)
+
+
+def open_channels() -> None:
+    with il.Channel("x", capacity=1 << 16, create=None, mode=0o600) as ch:
+        assert ch.name and ch.max_message_size < ch.capacity
+    il.Channel(None).unlink()
