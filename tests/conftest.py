@@ -38,6 +38,14 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"interlink namespace: {NAMESPACE}"
 
 
+@pytest.fixture
+def name() -> str:
+    """A channel name no other test uses (interlink.testing.unique_name)."""
+    from interlink.testing import unique_name
+
+    return unique_name()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for path in _leftovers():
         with contextlib.suppress(FileNotFoundError):

@@ -25,7 +25,7 @@ from typing import Any
 from . import _native
 from ._native import Loan, Message
 from ._segment import Segment
-from .errors import Closed, Empty, Full, Timeout
+from .errors import Closed, Empty, Full, InterlinkError, Timeout
 
 __all__ = ["Channel", "ChannelStatistics", "Loan", "Message"]
 
@@ -121,6 +121,11 @@ class Channel(_native.ChannelCore):
         """
         if self.closed and self._segment.closed:
             return
+        if not self.closed:
+            # Free slots whose lending (pickling) expired unadopted, and those
+            # of dead processes, so that they do not keep the object alive.
+            with contextlib.suppress(InterlinkError):
+                self._reclaim()
         self._close()
         self._segment.close()
 

@@ -154,6 +154,8 @@ typedef struct {
     uint64_t n_sent;
     uint64_t n_received;
     struct LoanObject *loans; /* open loans, aborted when the handle closes */
+    uint32_t lend_slot;       /* token of this handle's lent slot (word 0: none) */
+    uint64_t lend_word;
     module_state *st;
     PyObject *weakreflist;
     PyObject *dict;
@@ -247,6 +249,7 @@ static inline int chan_check(ChanObject *self)
         /* The slot and any receiver role belong to the parent. */
         self->attached = 0;
         self->epoch++;
+        self->lend_word = 0;
         if (chan_attach(self) < 0)
             return -1;
         self->token = ((uint64_t)self->ident << 1) ^ (uint64_t)(uintptr_t)self;
@@ -298,19 +301,20 @@ static PyObject *chan_bind(ChanObject *self, PyObject *args)
         PyBuffer_Release(&self->buf);
         return raise_status(self->st, rc, "open");
     }
-    self->ident = il_ident_self();
-    self->fork_gen = il_fork_generation();
-    if (adopt != Py_None && self->ident != 0 &&
-        il_ring_adopt(&self->ring, adopt_slot, adopt_word, self->ident) == IL_OK) {
-        self->slot = adopt_slot;
-        self->attached = 1;
-        self->sender = 1;
-        self->lent = 1;
-        self->receiver = 0;
-    } else if (chan_attach(self) < 0) {
+    if (chan_attach(self) < 0) {
         self->has_buf = 0;
         PyBuffer_Release(&self->buf);
         return NULL;
+    }
+    if (adopt != Py_None) {
+        /* A handle that travelled here counts as a sender until it receives:
+         * take the standing first, then give back the lender's. */
+        if (il_seg_add_roles(self->ring.hdr, self->slot, self->ident,
+                             IL_ROLE_SENDER | IL_ROLE_LENT) == IL_OK) {
+            self->sender = 1;
+            self->lent = 1;
+        }
+        il_ring_adopt(&self->ring, adopt_slot, adopt_word);
     }
     self->token = ((uint64_t)self->ident << 1) ^ (uint64_t)(uintptr_t)self;
     self->closed = 0;
@@ -787,16 +791,42 @@ static PyObject *make_message(ChanObject *self, uint64_t pos, const uint8_t *p, 
     return (PyObject *)m;
 }
 
+/* A record at the head has stayed uncommitted for a while: if its writer is
+ * dead, skip it.  Done on elapsed time, not only on an elapsed wait, because
+ * commits by other writers keep waking the reader. */
+static int check_stuck(ChanObject *self, int64_t *since, uint64_t *at)
+{
+    int64_t now = il_now_ns();
+    if (*since == 0 || *at != self->ring.head) {
+        *since = now;
+        *at = self->ring.head;
+        return 0;
+    }
+    if (now - *since < SLICE_STUCK_NS)
+        return 0;
+    *since = now;
+    int r = il_ring_resolve_stuck(&self->ring);
+    if (r == IL_CORRUPT) {
+        raise_status(self->st, r, "recv");
+        return -1;
+    }
+    return 0;
+}
+
 /* Wait until a record can be delivered.  Returns IL_OK with the record, or -1
  * with an exception set (Empty, Timeout, Closed, Corrupt, signals). */
 static int next_record(ChanObject *self, int64_t timeout_ns, uint64_t *pos,
                        const uint8_t **payload, uint64_t *len)
 {
     int64_t deadline = -2;
+    int64_t stuck_since = 0;
+    uint64_t stuck_at = 0;
     for (;;) {
         int rc = il_ring_peek(&self->ring, pos, payload, len);
         if (rc == IL_OK)
             return IL_OK;
+        if (rc == IL_INFLIGHT && check_stuck(self, &stuck_since, &stuck_at) < 0)
+            return -1;
         if (rc == IL_CORRUPT) {
             raise_status(self->st, rc, "recv");
             return -1;
@@ -945,11 +975,15 @@ static PyObject *chan_wait_readable(ChanObject *self, PyObject *const *args, Py_
         return NULL;
     int64_t deadline = deadline_for(timeout_ns);
     il_ring_reader_flush(&self->ring);
+    int64_t stuck_since = 0;
+    uint64_t stuck_at = 0;
     for (;;) {
         if (il_ring_readable(&self->ring, self->ring.head))
             Py_RETURN_TRUE;
         uint64_t w = atomic_load_explicit(&self->ring.ctrl->write_pos, memory_order_acquire);
         int empty = w == self->ring.head;
+        if (!empty && check_stuck(self, &stuck_since, &stuck_at) < 0)
+            return NULL;
         if (empty && closed_for_recv(self))
             Py_RETURN_TRUE;
         if (il_now_ns() >= deadline)
@@ -1011,13 +1045,11 @@ static PyObject *chan_lend(ChanObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "ttl must be within (0, 86400] seconds");
         return NULL;
     }
-    uint32_t slot;
-    uint64_t word;
-    int rc = il_ring_lend(&self->ring, self->ident,
-                          il_boottime_ms() + (uint64_t)(ttl * 1000.0), &slot, &word);
+    int rc = il_ring_lend(&self->ring, self->ident, il_boottime_ms() + (uint64_t)(ttl * 1000.0),
+                          &self->lend_slot, &self->lend_word);
     if (rc != IL_OK)
         return raise_status(self->st, rc, "pickle");
-    return Py_BuildValue("(IK)", slot, (unsigned long long)word);
+    return Py_BuildValue("(IK)", self->lend_slot, (unsigned long long)self->lend_word);
 }
 
 PyDoc_STRVAR(chan_reclaim_doc,
@@ -1717,6 +1749,7 @@ static int native_exec(PyObject *m)
         add_int(m, "KIND_CHANNEL", IL_KIND_CHANNEL) < 0 ||
         add_int(m, "ROLE_SENDER", IL_ROLE_SENDER) < 0 ||
         add_int(m, "ROLE_PENDING", IL_ROLE_PENDING) < 0 ||
+        add_int(m, "ROLE_LENT", IL_ROLE_LENT) < 0 ||
         add_int(m, "RING_MIN_CAPACITY", IL_RING_MIN_CAPACITY) < 0 ||
         add_int(m, "RING_MAX_CAPACITY", (long long)IL_RING_MAX_CAPACITY) < 0 ||
         add_int(m, "RING_CTRL_OFFSET", IL_SEG_HEADER_SIZE) < 0 ||

@@ -107,9 +107,17 @@ int il_ring_reserve(il_ring *r, uint32_t slot, uint64_t len, uint64_t *pos, uint
         if (w - r->cached_read > r->cap || w + take - r->cached_read > r->cap) {
             if (refreshed)
                 return IL_FULL;
-            /* read_pos first, then write_pos: read_pos never passes write_pos. */
-            uint64_t rp = atomic_load_explicit(&c->read_pos, memory_order_acquire);
-            w = atomic_load_explicit(&c->write_pos, memory_order_acquire);
+            /* write_pos first: read_pos loaded after it is at least what it was
+             * then, so w - rp <= cap, unless the reader has meanwhile passed w
+             * (then w is stale: look again). */
+            uint64_t rp;
+            int tries = 0;
+            for (;;) {
+                w = atomic_load_explicit(&c->write_pos, memory_order_acquire);
+                rp = atomic_load_explicit(&c->read_pos, memory_order_acquire);
+                if (rp <= w || ++tries > 64)
+                    break;
+            }
             if (w - rp > r->cap || ((rp | w) & STATE_MASK) != 0)
                 return IL_CORRUPT;
             r->cached_read = rp;
@@ -196,12 +204,12 @@ void il_ring_reader_flush(il_ring *r)
 
 static void advance_read(il_ring *r, uint64_t to)
 {
+    /* Published at once: a writer that starts waiting after this release must
+     * see the room, and a receiver that crashes later must not deliver again
+     * what it released.  Writers read read_pos only when their cached copy
+     * says the ring is full, so the line mostly stays on the reader's core. */
     r->rpos = to;
-    /* Storing read_pos moves a cache line to the writers' core; do it once
-     * per 1/64 of the ring unless a writer is waiting for room. */
-    if (to - r->published >= (r->cap >> 6) ||
-        atomic_load_explicit(&r->ctrl->space_wanted, memory_order_relaxed))
-        il_ring_reader_flush(r);
+    il_ring_reader_flush(r);
 }
 
 /* Size of a record that the reader may skip (PAD or RELEASED at pos), or 0. */
@@ -446,7 +454,8 @@ static int pending_expired(const il_ring *r, uint32_t i, uint64_t word, uint64_t
 {
     if (!(il_ident_roles(word) & IL_ROLE_PENDING))
         return 0;
-    return atomic_load_explicit(&r->hdr->slots[i].aux, memory_order_relaxed) <= now_ms;
+    uint64_t aux = atomic_load_explicit(&r->hdr->slots[i].aux, memory_order_relaxed);
+    return (aux >> 16) <= now_ms || (aux & 0xffff) == 0;
 }
 
 int il_ring_has_senders(const il_ring *r)
@@ -470,6 +479,21 @@ int il_ring_has_senders(const il_ring *r)
 int il_ring_lend(il_ring *r, uint64_t lender, uint64_t deadline_ms, uint32_t *slot,
                  uint64_t *word)
 {
+    /* One lent slot per lending handle: a later lend adds to its count. */
+    if (*word != 0 && *slot < nslots(r)) {
+        il_seg_slot *s = &r->hdr->slots[*slot];
+        if (atomic_load_explicit(&s->ident, memory_order_acquire) == *word) {
+            uint64_t aux = atomic_load_explicit(&s->aux, memory_order_relaxed);
+            while ((aux & 0xffff) != 0 && (aux & 0xffff) < 0xffff &&
+                   (aux >> 16) > il_boottime_ms()) {
+                uint64_t want = (deadline_ms << 16) | ((aux & 0xffff) + 1);
+                if (atomic_compare_exchange_weak_explicit(&s->aux, &aux, want,
+                                                          memory_order_acq_rel,
+                                                          memory_order_relaxed))
+                    return IL_OK;
+            }
+        }
+    }
     uint32_t i;
     int rc = il_seg_attach(r->hdr, lender, IL_ROLE_SENDER | IL_ROLE_PENDING, &i);
     if (rc == IL_NOSLOT) {
@@ -478,31 +502,44 @@ int il_ring_lend(il_ring *r, uint64_t lender, uint64_t deadline_ms, uint32_t *sl
     }
     if (rc != IL_OK)
         return rc;
-    atomic_store_explicit(&r->hdr->slots[i].aux, deadline_ms, memory_order_relaxed);
+    atomic_store_explicit(&r->hdr->slots[i].aux, (deadline_ms << 16) | 1u, memory_order_relaxed);
     atomic_store_explicit(&r->ctrl->intents[i].pos, IL_INTENT_NONE, memory_order_release);
     *slot = i;
     *word = atomic_load_explicit(&r->hdr->slots[i].ident, memory_order_acquire);
     return IL_OK;
 }
 
-int il_ring_adopt(il_ring *r, uint32_t slot, uint64_t word, uint64_t ident)
+int il_ring_adopt(il_ring *r, uint32_t slot, uint64_t word)
 {
     if (slot >= nslots(r) || !(il_ident_roles(word) & IL_ROLE_PENDING))
         return IL_INVALID;
-    uint64_t mine = il_ident_bare(ident) |
-                    ((uint64_t)(IL_ROLE_SENDER | IL_ROLE_LENT) << IL_IDENT_ROLE_SHIFT);
-    uint64_t expected = word;
-    if (!atomic_compare_exchange_strong_explicit(&r->hdr->slots[slot].ident, &expected, mine,
-                                                 memory_order_acq_rel, memory_order_relaxed))
+    il_seg_slot *s = &r->hdr->slots[slot];
+    if (atomic_load_explicit(&s->ident, memory_order_acquire) != word)
         return IL_INVALID;
     atomic_store_explicit(&r->ctrl->had_sender, 1, memory_order_release);
-    return IL_OK;
+    uint64_t aux = atomic_load_explicit(&s->aux, memory_order_relaxed);
+    while ((aux & 0xffff) != 0) {
+        uint64_t want = aux - 1;
+        if (atomic_compare_exchange_weak_explicit(&s->aux, &aux, want, memory_order_acq_rel,
+                                                  memory_order_relaxed)) {
+            if ((want & 0xffff) == 0) {
+                uint64_t expected = word;
+                atomic_compare_exchange_strong_explicit(&s->ident, &expected, 0,
+                                                        memory_order_acq_rel,
+                                                        memory_order_relaxed);
+            }
+            return IL_OK;
+        }
+    }
+    return IL_INVALID;
 }
 
 uint64_t il_ring_free_bytes(const il_ring *r)
 {
-    uint64_t rp = atomic_load_explicit(&r->ctrl->read_pos, memory_order_acquire);
     uint64_t w = atomic_load_explicit(&r->ctrl->write_pos, memory_order_acquire);
+    uint64_t rp = atomic_load_explicit(&r->ctrl->read_pos, memory_order_acquire);
+    if (rp > w)
+        return r->cap; /* the reader passed our look at write_pos: lots of room */
     uint64_t used = w - rp;
     return used > r->cap ? 0 : r->cap - used;
 }

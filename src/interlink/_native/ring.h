@@ -169,15 +169,18 @@ uint32_t il_ring_reclaim_dead(il_ring *r);
  * lent slots count until they expire). */
 int il_ring_has_senders(const il_ring *r);
 
-/* Lend a sender slot to a process that will attach later (a handle being
- * pickled): held in the lender's name with SENDER|PENDING until `deadline_ms`
- * (il_boottime_ms clock).  IL_OK with *slot and *word (the adoption token). */
+/* Lend sender standing to processes that will attach later (handles being
+ * pickled).  The lender holds one slot with SENDER|PENDING whose aux word is
+ * (deadline_ms << 16 | outstanding lends); until every lend is adopted or the
+ * deadline (il_boottime_ms clock) passes, it counts as a sender.  *slot and
+ * *word are in/out: pass the previous token (word 0 for none) to add to it.
+ * IL_OK with the token to give to il_ring_adopt. */
 int il_ring_lend(il_ring *r, uint64_t lender, uint64_t deadline_ms, uint32_t *slot,
                  uint64_t *word);
 
-/* Take over a lent slot: IL_OK if it still held `word`, IL_INVALID if not
- * (expired or reclaimed; attach normally then). */
-int il_ring_adopt(il_ring *r, uint32_t slot, uint64_t word, uint64_t ident);
+/* Count one lend as arrived (the adopter has attached its own sender slot
+ * first).  IL_OK, or IL_INVALID if the lend expired or was reclaimed. */
+int il_ring_adopt(il_ring *r, uint32_t slot, uint64_t word);
 
 /* Free bytes right now (for writers deciding whether to wait). */
 uint64_t il_ring_free_bytes(const il_ring *r);
