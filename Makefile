@@ -89,7 +89,7 @@ test: install
 	$(MAKE) --no-print-directory native-test
 	$(PY) -m pytest
 
-$(NATIVE_BUILD)/%: $(NATIVE_TESTS_DIR)/%.c $(NATIVE_LIB) $(NATIVE_HDRS)
+$(NATIVE_BUILD)/%: $(NATIVE_TESTS_DIR)/%.c $(NATIVE_LIB) $(NATIVE_HDRS) $(wildcard $(NATIVE_TESTS_DIR)/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(NATIVE_CFLAGS) -o $@ $< $(NATIVE_LIB)
 

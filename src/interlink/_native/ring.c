@@ -26,6 +26,19 @@ static inline uint32_t nslots(const il_ring *r)
     return n > IL_SEG_SLOTS ? IL_SEG_SLOTS : n;
 }
 
+/* Record meta: slot index (bits 0..7) and 24 bits of the holder's identity, so
+ * that a slot reused by another process is not taken for the record's writer. */
+static uint32_t ident_tag(uint64_t word)
+{
+    return (uint32_t)((il_ident_bare(word) * UINT64_C(0x9E3779B97F4A7C15)) >> 40);
+}
+
+static uint32_t writer_tag(const il_ring *r, uint32_t slot)
+{
+    uint64_t word = atomic_load_explicit(&r->hdr->slots[slot].ident, memory_order_relaxed);
+    return slot | (ident_tag(word) << 8);
+}
+
 uint64_t il_ring_segment_size(uint64_t capacity)
 {
     return (uint64_t)IL_RING_DATA_OFFSET + capacity;
@@ -68,7 +81,7 @@ int il_ring_bind(il_ring *r, void *base, uint64_t size)
     r->mask = cap - 1;
     r->key = c->key;
     r->cached_read = atomic_load_explicit(&c->read_pos, memory_order_acquire);
-    r->head = r->rpos = r->cached_read;
+    r->head = r->rpos = r->published = r->cached_read;
     return IL_OK;
 }
 
@@ -93,7 +106,7 @@ int il_ring_reserve(il_ring *r, uint32_t slot, uint64_t len, uint64_t *pos, uint
 {
     if (slot >= nslots(r))
         return IL_INVALID;
-    if (len > r->cap - IL_REC_HDR)
+    if (len > il_ring_max_payload(r))
         return IL_TOOBIG;
     il_ring_ctrl *c = r->ctrl;
     il_intent *in = &c->intents[slot];
@@ -101,6 +114,8 @@ int il_ring_reserve(il_ring *r, uint32_t slot, uint64_t len, uint64_t *pos, uint
     uint64_t w = atomic_load_explicit(&c->write_pos, memory_order_relaxed);
     int refreshed = 0;
     for (;;) {
+        if ((w & STATE_MASK) != 0)
+            return IL_CORRUPT;
         uint64_t tail = r->cap - (w & r->mask);
         int is_pad = need > tail;
         uint64_t take = is_pad ? tail : need;
@@ -128,12 +143,15 @@ int il_ring_reserve(il_ring *r, uint32_t slot, uint64_t len, uint64_t *pos, uint
         atomic_store_explicit(&in->pos, w, memory_order_release);
         if (!atomic_compare_exchange_weak_explicit(&c->write_pos, &w, w + take,
                                                    memory_order_acq_rel, memory_order_acquire)) {
+            /* Lost the race: the position is not ours; a dead winner there must
+             * not look like a live writer's. */
+            atomic_store_explicit(&in->pos, IL_INTENT_NONE, memory_order_release);
             refreshed = 0;
             continue;
         }
         il_record *h = rec_at(r, w);
         atomic_store_explicit(&h->len, (uint32_t)take, memory_order_relaxed);
-        atomic_store_explicit(&h->meta, slot, memory_order_relaxed);
+        atomic_store_explicit(&h->meta, writer_tag(r, slot), memory_order_relaxed);
         if (is_pad) {
             atomic_store_explicit(&h->stamp, stamp_of(r, w, IL_ST_PAD), memory_order_release);
             il_ring_notify_reader(r); /* let it free the pad's bytes */
@@ -356,11 +374,14 @@ int il_ring_resolve_stuck(il_ring *r)
     if ((s & ~STATE_MASK) == h) {
         if ((s & STATE_MASK) != IL_ST_RESERVED)
             return IL_OK;
-        uint32_t slot = atomic_load_explicit(&rec->meta, memory_order_relaxed);
+        uint32_t meta = atomic_load_explicit(&rec->meta, memory_order_relaxed);
+        uint32_t slot = meta & 0xFF;
         uint64_t size = atomic_load_explicit(&rec->len, memory_order_relaxed);
         if (size == 0 || (size & STATE_MASK) != 0 || size > room)
             return IL_CORRUPT;
-        if (slot_alive(r, slot))
+        if (slot_alive(r, slot) &&
+            ident_tag(atomic_load_explicit(&r->hdr->slots[slot].ident, memory_order_acquire)) ==
+                meta >> 8)
             return IL_INFLIGHT;
         /* The writer is dead; it cannot commit any more, so the record is ours. */
         make_pad(r, h, size);

@@ -105,7 +105,12 @@ int il_ring_format(void *base, uint64_t size, uint64_t capacity, uint64_t key);
 int il_ring_bind(il_ring *r, void *base, uint64_t size);
 
 /* Largest payload a single record can carry. */
-static inline uint64_t il_ring_max_payload(const il_ring *r) { return r->cap - IL_REC_HDR; }
+static inline uint64_t il_ring_max_payload(const il_ring *r)
+{
+    /* Record and intent lengths are u32: il_rec_size(len) must fit in one. */
+    const uint64_t lim = UINT32_MAX - (IL_REC_HDR + IL_REC_ALIGN - 1);
+    return r->cap - IL_REC_HDR < lim ? r->cap - IL_REC_HDR : lim;
+}
 
 static inline uint64_t il_rec_size(uint64_t len)
 {

@@ -20,3 +20,8 @@ def main() -> None:
 
 
 main.add_command(bench)
+
+from .objects import gc, ls  # noqa: E402
+
+main.add_command(ls)
+main.add_command(gc)
