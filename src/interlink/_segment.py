@@ -186,6 +186,7 @@ class Segment:
         if name is None:
             if create is False:
                 raise ValueError("an anonymous object can only be created")
+            _sweep_stale_anonymous_once()
             name = _anonymous_name()
             create = True
         validate_name(name)
@@ -573,6 +574,31 @@ def gc_objects(*, dry_run: bool = False, corrupt: bool = False) -> list[ObjectIn
         if Segment._reclaim_if_stale(info.path):
             removed.append(info)
     return removed
+
+
+_swept_pids: set[int] = set()
+
+
+def _sweep_stale_anonymous_once() -> None:
+    """Remove anonymous objects of this namespace whose users all died.
+
+    Nobody reopens an anonymous object by name, so without this only
+    ``interlink gc`` would remove one left by a crashed process.  Runs once
+    per process (and again in a forked child), at its first anonymous object.
+    """
+    pid = os.getpid()
+    if pid in _swept_pids:
+        return
+    _swept_pids.add(pid)
+    prefix = _prefix() + "anon-"
+    try:
+        candidates = [p for p in shm_dir().iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return
+    for path in candidates:
+        with contextlib.suppress(OSError, Corrupt):
+            if path.stat().st_uid == os.geteuid():
+                Segment._reclaim_if_stale(path)
 
 
 def _creation_in_progress(path: Path) -> bool:

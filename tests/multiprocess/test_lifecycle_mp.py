@@ -250,3 +250,34 @@ def test_channel_passed_with_many_pool_tasks(name: str) -> None:
             while True:
                 got.add(int.from_bytes(rx.recv_bytes(timeout=20), "little"))
         assert got == set(range(tasks))
+
+
+def test_first_anonymous_object_of_a_process_sweeps_stale_anonymous_ones() -> None:
+    # A crashed process's anonymous channel: nobody will ever open it by name.
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys, interlink as il\n"
+            "ch = il.Channel(None, 4096)\n"
+            "print(ch.name, flush=True)\n"
+            "sys.stdin.read()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as crashed:
+        assert crashed.stdout is not None
+        stale_name = crashed.stdout.readline().strip()
+        crashed.kill()
+        crashed.wait(10)
+    assert segment_path(stale_name).exists()
+    assert objects_named(stale_name)[0].state == "stale"
+    fresh = subprocess.run(
+        [sys.executable, "-c", "import interlink as il; il.Channel(None, 4096).close()"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert fresh.returncode == 0, fresh.stderr
+    assert not segment_path(stale_name).exists()
