@@ -236,6 +236,11 @@ class Segment:
         mm: mmap.mmap | None = None
         try:
             _lock(fd, fcntl.LOCK_EX)
+            if not _same_inode(fd, path):
+                # An opener took our empty file for an abandoned one and removed
+                # it before we could lock it: start over.
+                os.close(fd)
+                raise _Retry
             os.fchmod(fd, mode)  # the umask must not narrow what the caller asked for
             os.ftruncate(fd, size)
             mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
@@ -259,6 +264,8 @@ class Segment:
             _native.seg_publish(mm)
             _lock(fd, fcntl.LOCK_UN)
             return cls(name, path, fd, mm, header, created=True)
+        except _Retry:
+            raise
         except BaseException:
             # Leave nothing half-made behind.
             try:
@@ -298,7 +305,7 @@ class Segment:
             size = os.fstat(fd).st_size
             if size == 0:
                 # Its creator died before formatting it: remove and start over.
-                cls._reclaim_fd(fd, path, force=True)
+                cls._reclaim_fd(fd, path, unformatted=True)
                 raise _Retry
             if size < _HEADER_SIZE:
                 raise Corrupt(f"interlink object {name!r} is truncated ({size} bytes)")
@@ -307,7 +314,7 @@ class Segment:
             if magic == 0:
                 mm.close()
                 mm = None
-                cls._reclaim_fd(fd, path, force=True)
+                cls._reclaim_fd(fd, path, unformatted=True)
                 raise _Retry
             header = _read_header(mm)
             _check_header(name, header, size, kind, layout)
@@ -315,7 +322,7 @@ class Segment:
                 # Every user has gone (crash included): the object is garbage.
                 mm.close()
                 mm = None
-                cls._reclaim_fd(fd, path, force=False)
+                cls._reclaim_fd(fd, path, unformatted=False)
                 raise _Retry
             attach(mm)
             _lock(fd, fcntl.LOCK_UN)
@@ -330,20 +337,27 @@ class Segment:
 
     # --------------------------------------------------------------- reclaim
     @staticmethod
-    def _reclaim_fd(fd: int, path: Path, *, force: bool) -> bool:
-        """Unlink path if it still names fd's inode and (unless force) no live user remains."""
+    def _reclaim_fd(fd: int, path: Path, *, unformatted: bool) -> bool:
+        """Unlink path if it still names fd's inode and, checked again under the
+        exclusive lock, is still garbage: never formatted (``unformatted``), or
+        formatted with no live user left."""
         _lock(fd, fcntl.LOCK_UN)
         _lock(fd, fcntl.LOCK_EX)
         try:
             if not _same_inode(fd, path):
                 return False
-            if not force:
-                size = os.fstat(fd).st_size
-                if size >= _HEADER_SIZE:
-                    with mmap.mmap(fd, _HEADER_SIZE, mmap.MAP_SHARED, mmap.PROT_READ) as hm:
-                        if _live_users_ro(hm) > 0:
-                            return False
-            os.unlink(path)
+            size = os.fstat(fd).st_size
+            if size >= _HEADER_SIZE:
+                with mmap.mmap(fd, _HEADER_SIZE, mmap.MAP_SHARED, mmap.PROT_READ) as hm:
+                    formatted = _magic_ro(hm) != 0
+                    if formatted and (unformatted or _live_users_ro(hm) > 0):
+                        return False  # its creator finished meanwhile, or a user came
+            elif size != 0:
+                return False  # damaged: only `interlink gc --corrupt` removes it
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                return False
             return True
         finally:
             _lock(fd, fcntl.LOCK_UN)
@@ -371,7 +385,7 @@ class Segment:
                         return False
             elif size != 0:
                 return False  # damaged: leave it for `interlink gc --corrupt`
-            return cls._reclaim_fd(fd, path, force=not formatted) or None
+            return cls._reclaim_fd(fd, path, unformatted=not formatted) or None
         finally:
             os.close(fd)
 
@@ -390,7 +404,7 @@ class Segment:
         self.closed = True
         try:
             if _same_inode(self.fd, self.path) and _live_users(self.mm) == 0:
-                self._reclaim_fd(self.fd, self.path, force=False)
+                self._reclaim_fd(self.fd, self.path, unformatted=False)
         finally:
             # Views may still point into it: then it unmaps when the last goes.
             with contextlib.suppress(BufferError):

@@ -181,6 +181,8 @@ typedef struct LoanObject {
     Py_ssize_t exports;
     int state; /* 0 open, 1 committed, 2 aborted */
     PyObject *view;
+    uint64_t fork_gen; /* the process that made the reservation */
+    int counted;       /* holds one of the channel's `live` counts */
     struct LoanObject *prev, *next; /* the channel's open loans */
 } LoanObject;
 
@@ -204,6 +206,9 @@ static PyObject *raise_status(module_state *st, int rc, const char *what)
         break;
     case IL_CLOSED:
         PyErr_Format(st->Closed, "%s: channel is closed", what);
+        break;
+    case IL_INVALID:
+        PyErr_Format(st->Corrupt, "%s: the channel's shared memory is inconsistent", what);
         break;
     case IL_NOSLOT:
         PyErr_Format(st->Busy, "%s: the attach table is full of live users", what);
@@ -250,6 +255,11 @@ static inline int chan_check(ChanObject *self)
         self->attached = 0;
         self->epoch++;
         self->lend_word = 0;
+        while (self->loans) { /* the parent's reservations: not ours to touch */
+            LoanObject *l = self->loans;
+            self->loans = l->next;
+            l->prev = l->next = NULL;
+        }
         if (chan_attach(self) < 0)
             return -1;
         self->token = ((uint64_t)self->ident << 1) ^ (uint64_t)(uintptr_t)self;
@@ -585,6 +595,9 @@ static int reserve_blocking(ChanObject *self, uint64_t len, int64_t timeout_ns, 
                          what);
             return -1;
         }
+        /* Commits not yet announced (send_many) must wake the reader before
+         * this writer sleeps waiting for it. */
+        il_ring_notify_reader(&self->ring);
         int wrc = block(self, 1, il_rec_size(len), deadline, SLICE_EMPTY_NS);
         if (after_wait(self, wrc, 0) < 0)
             return -1;
@@ -692,11 +705,18 @@ static PyObject *chan_send_many(ChanObject *self, PyObject *const *args, Py_ssiz
         parse_timeout(a[1], &timeout_ns) < 0 || chan_check(self) < 0 ||
         ensure_sender(self) < 0)
         return NULL;
-    PyObject *seq = PySequence_Fast(a[0], "send_many() takes an iterable of bytes-like objects");
+    /* A tuple snapshot: the items stay alive and in place while the GIL is
+     * released in a wait, whatever other threads do to the caller's list. */
+    PyObject *seq = PySequence_Tuple(a[0]);
     if (seq == NULL)
         return NULL;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
-    PyObject **items = PySequence_Fast_ITEMS(seq);
+    if (self->closed || !self->has_buf) { /* iterating may have run any code */
+        Py_DECREF(seq);
+        PyErr_SetString(self->st->Closed, "this channel handle is closed");
+        return NULL;
+    }
+    Py_ssize_t count = PyTuple_GET_SIZE(seq);
+    PyObject **items = &PyTuple_GET_ITEM(seq, 0);
     Py_ssize_t done = 0;
     for (; done < count; done++) {
         if (send_one(self, items[done], timeout_ns, 0) < 0)
@@ -725,9 +745,9 @@ static PyObject *chan_loan(ChanObject *self, PyObject *const *args, Py_ssize_t n
     PyObject *a[2];
     int64_t timeout_ns;
     if (fast_args("loan", args, nargs, kwnames, loan_kw, 1, a) < 0 ||
-        parse_timeout(a[1], &timeout_ns) < 0 || chan_check(self) < 0 ||
-        ensure_sender(self) < 0)
+        parse_timeout(a[1], &timeout_ns) < 0)
         return NULL;
+    /* Convert before touching shared memory: __index__ may run any code. */
     Py_ssize_t size = PyNumber_AsSsize_t(a[0], PyExc_OverflowError);
     if (size == -1 && PyErr_Occurred())
         return NULL;
@@ -735,6 +755,8 @@ static PyObject *chan_loan(ChanObject *self, PyObject *const *args, Py_ssize_t n
         PyErr_SetString(PyExc_ValueError, "loan size must be >= 0");
         return NULL;
     }
+    if (chan_check(self) < 0 || ensure_sender(self) < 0)
+        return NULL;
     if ((uint64_t)size > il_ring_max_payload(&self->ring)) {
         PyErr_Format(self->st->MessageTooLarge,
                      "loan of %zd bytes can never fit: this channel carries at most %llu bytes "
@@ -760,6 +782,8 @@ static PyObject *chan_loan(ChanObject *self, PyObject *const *args, Py_ssize_t n
     loan->exports = 0;
     loan->state = 0;
     loan->view = NULL;
+    loan->fork_gen = self->fork_gen;
+    loan->counted = 1;
     loan->prev = NULL;
     loan->next = self->loans;
     if (self->loans)
@@ -928,15 +952,19 @@ static PyObject *chan_recv_many(ChanObject *self, PyObject *const *args, Py_ssiz
             return NULL;
         }
     }
-    if (chan_check(self) < 0 || ensure_receiver(self) < 0)
+    /* Allocate before touching the ring: a collection it triggers may run
+     * finalizers, even one that closes this channel. */
+    PyObject *list = PyList_New(0);
+    if (list == NULL)
         return NULL;
+    if (chan_check(self) < 0 || ensure_receiver(self) < 0) {
+        Py_DECREF(list);
+        return NULL;
+    }
     uint64_t pos, len;
     const uint8_t *p;
-    if (next_record(self, timeout_ns, &pos, &p, &len) < 0)
-        return NULL;
-    PyObject *list = PyList_New(0);
-    if (list == NULL) {
-        il_ring_release(&self->ring, pos, len);
+    if (next_record(self, timeout_ns, &pos, &p, &len) < 0) {
+        Py_DECREF(list);
         return NULL;
     }
     for (Py_ssize_t i = 0;; i++) {
@@ -1007,13 +1035,22 @@ static PyObject *chan_wait_writable(ChanObject *self, PyObject *const *args, Py_
     PyObject *a[2];
     int64_t timeout_ns;
     if (fast_args("wait_writable", args, nargs, kwnames, wait_space_kw, 1, a) < 0 ||
-        parse_timeout(a[1], &timeout_ns) < 0 || chan_check(self) < 0)
+        parse_timeout(a[1], &timeout_ns) < 0)
         return NULL;
     Py_ssize_t size = PyNumber_AsSsize_t(a[0], PyExc_OverflowError);
     if (size == -1 && PyErr_Occurred())
         return NULL;
     if (size < 0)
         size = 0;
+    if (chan_check(self) < 0)
+        return NULL;
+    if ((uint64_t)size > il_ring_max_payload(&self->ring)) {
+        PyErr_Format(self->st->MessageTooLarge,
+                     "a message of %zd bytes can never fit: this channel carries at most %llu "
+                     "bytes per message",
+                     size, (unsigned long long)il_ring_max_payload(&self->ring));
+        return NULL;
+    }
     uint64_t need = il_rec_size((uint64_t)size);
     int64_t deadline = deadline_for(timeout_ns);
     for (;;) {
@@ -1314,6 +1351,16 @@ static PyType_Spec message_spec = {
 /* Loan                                                                    */
 /* ======================================================================= */
 
+static void loan_uncount(LoanObject *l)
+{
+    /* The mapping must outlive every view of the loan, committed or not. */
+    if (l->counted && l->state != 0 && l->exports == 0) {
+        l->counted = 0;
+        l->chan->live--;
+        chan_maybe_release_buffer(l->chan);
+    }
+}
+
 static void loan_finish(LoanObject *l, int commit, uint64_t len)
 {
     ChanObject *c = l->chan;
@@ -1324,7 +1371,7 @@ static void loan_finish(LoanObject *l, int commit, uint64_t len)
     if (l->next)
         l->next->prev = l->prev;
     l->prev = l->next = NULL;
-    if (c->has_buf && !c->closed && c->fork_gen == il_fork_generation()) {
+    if (c->has_buf && !c->closed && l->fork_gen == il_fork_generation()) {
         if (commit)
             il_ring_commit(&c->ring, l->pos, l->reserved, len);
         else
@@ -1334,8 +1381,7 @@ static void loan_finish(LoanObject *l, int commit, uint64_t len)
             c->n_sent++;
     }
     l->state = commit ? 1 : 2;
-    c->live--;
-    chan_maybe_release_buffer(c);
+    loan_uncount(l);
 }
 
 static void abort_open_loans(ChanObject *self)
@@ -1372,6 +1418,7 @@ static int loan_getbuffer(LoanObject *l, Py_buffer *view, int flags)
 static void loan_releasebuffer(LoanObject *l, Py_buffer *Py_UNUSED(view))
 {
     l->exports--;
+    loan_uncount(l);
 }
 
 static const char *const commit_kw[] = {"nbytes", NULL};
@@ -1387,6 +1434,17 @@ static PyObject *loan_commit(LoanObject *l, PyObject *const *args, Py_ssize_t na
     PyObject *a[1];
     if (fast_args("commit", args, nargs, kwnames, commit_kw, 0, a) < 0)
         return NULL;
+    Py_ssize_t v = -1;
+    if (a[0] != NULL && a[0] != Py_None) {
+        /* Convert first: __index__ may run arbitrary code (even close()). */
+        v = PyNumber_AsSsize_t(a[0], PyExc_OverflowError);
+        if (v == -1 && PyErr_Occurred())
+            return NULL;
+        if (v < 0) {
+            PyErr_SetString(PyExc_ValueError, "nbytes must be >= 0");
+            return NULL;
+        }
+    }
     if (l->chan->closed) {
         PyErr_SetString(l->chan->st->Closed,
                         "the channel handle was closed; the loan was dropped");
@@ -1397,11 +1455,8 @@ static PyObject *loan_commit(LoanObject *l, PyObject *const *args, Py_ssize_t na
         return NULL;
     }
     uint64_t n = l->reserved;
-    if (a[0] != NULL && a[0] != Py_None) {
-        Py_ssize_t v = PyNumber_AsSsize_t(a[0], PyExc_OverflowError);
-        if (v == -1 && PyErr_Occurred())
-            return NULL;
-        if (v < 0 || (uint64_t)v > l->reserved) {
+    if (v >= 0) {
+        if ((uint64_t)v > l->reserved) {
             PyErr_Format(PyExc_ValueError, "nbytes must be between 0 and %llu",
                          (unsigned long long)l->reserved);
             return NULL;

@@ -121,10 +121,19 @@ int il_ident_alive(uint64_t ident)
         return 0;
     if (ident == il_ident_self())
         return 1;
-    if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
-        return 0;
+    int eperm = 0;
+    if (kill((pid_t)pid, 0) != 0) {
+        if (errno == ESRCH)
+            return 0;
+        eperm = errno == EPERM;
+    }
+    char state = '?';
     uint64_t start = 0;
-    if (il_proc_start_ticks(pid, &start) != 0)
+    if (il_read_stat(pid, &state, &start) != 0)
+        /* The process exists (kill did not say ESRCH) but /proc hides it
+         * (hidepid): it is alive as far as we can tell. */
+        return eperm ? 1 : 0;
+    if (state == 'Z' || state == 'X' || state == 'x')
         return 0;
     return il_ident_make(pid, start) == ident;
 }

@@ -26,17 +26,23 @@ static inline uint32_t nslots(const il_ring *r)
     return n > IL_SEG_SLOTS ? IL_SEG_SLOTS : n;
 }
 
-/* Record meta: slot index (bits 0..7) and 24 bits of the holder's identity, so
- * that a slot reused by another process is not taken for the record's writer. */
+/* Record meta: slot index (bits 0..7), the record's tail padding (bits 8..11:
+ * record size - header - payload, 0..15, set at commit) and 20 bits of the
+ * holder's identity (bits 12..31), so that a slot reused by another process
+ * is not taken for the record's writer. */
+#define META_SLOT(m) ((m) & 0xFFu)
+#define META_TAILPAD(m) (((m) >> 8) & 0xFu)
+#define META_TAG(m) ((m) >> 12)
+
 static uint32_t ident_tag(uint64_t word)
 {
-    return (uint32_t)((il_ident_bare(word) * UINT64_C(0x9E3779B97F4A7C15)) >> 40);
+    return (uint32_t)((il_ident_bare(word) * UINT64_C(0x9E3779B97F4A7C15)) >> 44);
 }
 
 static uint32_t writer_tag(const il_ring *r, uint32_t slot)
 {
     uint64_t word = atomic_load_explicit(&r->hdr->slots[slot].ident, memory_order_relaxed);
-    return slot | (ident_tag(word) << 8);
+    return slot | (ident_tag(word) << 12);
 }
 
 uint64_t il_ring_segment_size(uint64_t capacity)
@@ -168,18 +174,23 @@ int il_ring_reserve(il_ring *r, uint32_t slot, uint64_t len, uint64_t *pos, uint
 
 void il_ring_commit(il_ring *r, uint64_t pos, uint64_t reserved, uint64_t len)
 {
+    /* A writer may die between any two of these stores; the record stays
+     * RESERVED until the stamp, and its len must always be a record size
+     * that the reader can skip: the inner pad first, then the shorter size. */
     il_record *h = rec_at(r, pos);
     uint64_t full = il_rec_size(reserved);
     uint64_t used = il_rec_size(len);
+    uint32_t meta = atomic_load_explicit(&h->meta, memory_order_relaxed);
     if (used < full) {
         il_record *p = rec_at(r, pos + used);
         atomic_store_explicit(&p->len, (uint32_t)(full - used), memory_order_relaxed);
-        atomic_store_explicit(&p->meta, atomic_load_explicit(&h->meta, memory_order_relaxed),
-                              memory_order_relaxed);
+        atomic_store_explicit(&p->meta, meta & ~(0xFu << 8), memory_order_relaxed);
         atomic_store_explicit(&p->stamp, stamp_of(r, pos + used, IL_ST_PAD),
                               memory_order_release);
+        atomic_store_explicit(&h->len, (uint32_t)used, memory_order_release);
     }
-    atomic_store_explicit(&h->len, (uint32_t)len, memory_order_relaxed);
+    uint32_t tailpad = (uint32_t)(used - IL_REC_HDR - len);
+    atomic_store_explicit(&h->meta, (meta & ~(0xFu << 8)) | (tailpad << 8), memory_order_relaxed);
     atomic_store_explicit(&h->stamp, stamp_of(r, pos, IL_ST_COMMITTED), memory_order_release);
 }
 
@@ -237,13 +248,8 @@ static uint64_t skippable_size(const il_ring *r, uint64_t pos, uint64_t limit)
     uint64_t s = atomic_load_explicit(&h->stamp, memory_order_acquire) ^ r->key;
     if ((s & ~STATE_MASK) != pos)
         return 0;
-    uint64_t len = atomic_load_explicit(&h->len, memory_order_relaxed);
-    uint64_t size;
-    if ((s & STATE_MASK) == IL_ST_PAD)
-        size = len;
-    else if ((s & STATE_MASK) == IL_ST_RELEASED && len <= r->cap - IL_REC_HDR)
-        size = il_rec_size(len);
-    else
+    uint64_t size = atomic_load_explicit(&h->len, memory_order_relaxed);
+    if ((s & STATE_MASK) != IL_ST_PAD && (s & STATE_MASK) != IL_ST_RELEASED)
         return 0;
     uint64_t room = r->cap - (pos & r->mask);
     if (size == 0 || (size & STATE_MASK) != 0 || size > room || size > limit - pos)
@@ -268,17 +274,20 @@ int il_ring_peek(il_ring *r, uint64_t *pos, const uint8_t **payload, uint64_t *l
         uint64_t room = r->cap - (h & r->mask);
         uint64_t size;
         switch ((unsigned)(s & STATE_MASK)) {
-        case IL_ST_COMMITTED:
-            if (n > r->cap - IL_REC_HDR)
-                return IL_CORRUPT;
-            size = il_rec_size(n);
-            if (size > room || size > w - h)
+        case IL_ST_COMMITTED: {
+            /* len is the record size; the payload is shorter by the header and
+             * the tail padding kept in meta. */
+            uint32_t tailpad = META_TAILPAD(atomic_load_explicit(&rec->meta, memory_order_relaxed));
+            size = n;
+            if (size < IL_REC_HDR + tailpad || (size & STATE_MASK) != 0 || size > room ||
+                size > w - h)
                 return IL_CORRUPT;
             *pos = h;
             *payload = (const uint8_t *)(rec + 1);
-            *len = n;
+            *len = size - IL_REC_HDR - tailpad;
             r->head = h + size;
             return IL_OK;
+        }
         case IL_ST_PAD:
         case IL_ST_RELEASED:
             size = skippable_size(r, h, w);
@@ -375,13 +384,13 @@ int il_ring_resolve_stuck(il_ring *r)
         if ((s & STATE_MASK) != IL_ST_RESERVED)
             return IL_OK;
         uint32_t meta = atomic_load_explicit(&rec->meta, memory_order_relaxed);
-        uint32_t slot = meta & 0xFF;
+        uint32_t slot = META_SLOT(meta);
         uint64_t size = atomic_load_explicit(&rec->len, memory_order_relaxed);
         if (size == 0 || (size & STATE_MASK) != 0 || size > room)
             return IL_CORRUPT;
         if (slot_alive(r, slot) &&
             ident_tag(atomic_load_explicit(&r->hdr->slots[slot].ident, memory_order_acquire)) ==
-                meta >> 8)
+                META_TAG(meta))
             return IL_INFLIGHT;
         /* The writer is dead; it cannot commit any more, so the record is ours. */
         make_pad(r, h, size);
@@ -431,7 +440,7 @@ static int pending_expired(const il_ring *r, uint32_t i, uint64_t word, uint64_t
 uint32_t il_ring_reclaim_dead(il_ring *r)
 {
     il_ring_ctrl *c = r->ctrl;
-    uint32_t freed = 0;
+    uint32_t freed = 0, stripped = 0;
     uint64_t now_ms = il_boottime_ms();
     for (uint32_t i = 0; i < nslots(r); i++) {
         uint64_t word = atomic_load_explicit(&r->hdr->slots[i].ident, memory_order_acquire);
@@ -452,22 +461,32 @@ uint32_t il_ring_reclaim_dead(il_ring *r)
         uint64_t w = atomic_load_explicit(&c->write_pos, memory_order_acquire);
         uint64_t ip = atomic_load_explicit(&c->intents[i].pos, memory_order_acquire);
         int settled = ip == IL_INTENT_NONE || ip < rp || ip >= w;
-        if (!settled)
+        if (!settled) {
+            /* Keep the slot (its record may still need attributing) but it
+             * sends no more: end-of-stream must not wait for it. */
+            if (il_ident_roles(word) & IL_ROLE_SENDER) {
+                uint64_t bare = il_ident_bare(word);
+                if (atomic_compare_exchange_strong_explicit(&r->hdr->slots[i].ident, &word, bare,
+                                                            memory_order_acq_rel,
+                                                            memory_order_relaxed))
+                    stripped++;
+            }
             continue;
-        if (atomic_compare_exchange_strong_explicit(&r->hdr->slots[i].ident, &word, 0,
-                                                    memory_order_acq_rel,
-                                                    memory_order_relaxed)) {
-            atomic_store_explicit(&c->intents[i].pos, IL_INTENT_NONE, memory_order_release);
-            freed++;
         }
+        /* Clear the intent first: once the slot is free a new holder's intent
+         * must not be wiped. */
+        atomic_store_explicit(&c->intents[i].pos, IL_INTENT_NONE, memory_order_release);
+        if (atomic_compare_exchange_strong_explicit(&r->hdr->slots[i].ident, &word, 0,
+                                                    memory_order_acq_rel, memory_order_relaxed))
+            freed++;
     }
     uint64_t rid = atomic_load_explicit(&c->receiver, memory_order_acquire);
     if (rid != 0 && !il_ident_alive(rid) &&
         atomic_compare_exchange_strong_explicit(&c->receiver, &rid, 0, memory_order_acq_rel,
                                                 memory_order_relaxed))
         freed++;
-    if (freed)
-        il_ring_wake_all(r);
+    if (freed || stripped)
+        il_ring_wake_all(r); /* waiters re-evaluate end-of-stream and room */
     return freed;
 }
 

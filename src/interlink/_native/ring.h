@@ -9,8 +9,9 @@
  * straddle the end of the data area: a writer that would cross it first
  * reserves the tail as a pad record.  Each record starts with a 16-byte header
  *     stamp  u64   (pos | state) ^ key      state: RESERVED, COMMITTED, PAD, RELEASED
- *     len    u32   payload bytes (COMMITTED, RELEASED) or whole record bytes (RESERVED, PAD)
- *     meta   u32   writer's slot index
+ *     len    u32   record bytes, header included (a multiple of 16) in every state
+ *     meta   u32   writer's slot (bits 0-7), tail padding (8-11: record bytes -
+ *                  header - payload), a tag of the writer's identity (12-31)
  * Because the stamp mixes the record's absolute position with a per-segment
  * random key, stale bytes from an earlier lap never read as a valid header.
  *
@@ -146,13 +147,12 @@ void il_ring_reader_start(il_ring *r);
  * IL_INFLIGHT (next record reserved but not committed), IL_CORRUPT. */
 int il_ring_peek(il_ring *r, uint64_t *pos, const uint8_t **payload, uint64_t *len);
 
-/* Give back a delivered record (any order).  The space returns to writers
- * lazily: read_pos is stored once 1/64 of the ring is free to return, or
- * at once when a writer waits for room; il_ring_reader_flush stores it now. */
+/* Give back a delivered record (any order); `len` is its payload length.
+ * read_pos moves past every leading released record and is published at
+ * once, waking writers that wait for room. */
 void il_ring_release(il_ring *r, uint64_t pos, uint64_t len);
 
-/* Store read_pos now (before the reader sleeps or detaches) and wake writers
- * that wait for room. */
+/* Store read_pos if it moved and wake writers that wait for room. */
 void il_ring_reader_flush(il_ring *r);
 
 /* After IL_INFLIGHT: if the writer of the record at the reader's head is dead,
