@@ -642,7 +642,7 @@ static int send_one(ChanObject *self, PyObject *data, int64_t timeout_ns, int no
     il_ring_commit(&self->ring, pos, (uint64_t)n, (uint64_t)n);
     self->lent = 0;
     if (notify)
-        il_ring_notify_reader(&self->ring);
+        il_ring_notify_reader_after_commit(&self->ring);
     self->n_sent++;
     if (have_view)
         PyBuffer_Release(&view);

@@ -191,7 +191,14 @@ void il_ring_commit(il_ring *r, uint64_t pos, uint64_t reserved, uint64_t len)
     }
     uint32_t tailpad = (uint32_t)(used - IL_REC_HDR - len);
     atomic_store_explicit(&h->meta, (meta & ~(0xFu << 8)) | (tailpad << 8), memory_order_relaxed);
-    atomic_store_explicit(&h->stamp, stamp_of(r, pos, IL_ST_COMMITTED), memory_order_release);
+    /* seq_cst exchange: publishes the record (release) and is a full barrier,
+     * so il_ring_notify_reader_after_commit needs no fence of its own. */
+    atomic_exchange_explicit(&h->stamp, stamp_of(r, pos, IL_ST_COMMITTED), memory_order_seq_cst);
+}
+
+void il_ring_notify_reader_after_commit(il_ring *r)
+{
+    wake_reader_if_sleeping(r->ctrl);
 }
 
 void il_ring_abort(il_ring *r, uint64_t pos, uint64_t reserved)
@@ -220,10 +227,13 @@ void il_ring_reader_flush(il_ring *r)
 {
     il_ring_ctrl *c = r->ctrl;
     if (r->rpos != r->published) {
+        /* A seq_cst exchange orders this store before the flag load below as a
+         * fence would, and costs less than store + mfence on x86. */
         r->published = r->rpos;
-        atomic_store_explicit(&c->read_pos, r->rpos, memory_order_release);
+        atomic_exchange_explicit(&c->read_pos, r->rpos, memory_order_seq_cst);
+    } else {
+        atomic_thread_fence(memory_order_seq_cst);
     }
-    atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&c->space_wanted, memory_order_relaxed) &&
         atomic_exchange_explicit(&c->space_wanted, 0, memory_order_seq_cst)) {
         atomic_fetch_add_explicit(&c->space_seq, 1, memory_order_release);

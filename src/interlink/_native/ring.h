@@ -135,6 +135,11 @@ void il_ring_abort(il_ring *r, uint64_t pos, uint64_t reserved);
 /* Wake the reader if it sleeps (a full fence, then a syscall only if needed). */
 void il_ring_notify_reader(il_ring *r);
 
+/* The same, without the fence: only right after il_ring_commit, whose
+ * sequentially consistent exchange already orders the commit before the
+ * load of the reader's sleeping flag. */
+void il_ring_notify_reader_after_commit(il_ring *r);
+
 /* The writer in `slot` has no reservation outstanding (before detaching). */
 void il_ring_clear_intent(il_ring *r, uint32_t slot);
 
