@@ -24,8 +24,8 @@ EXTRAS  := test,bench,plot
 
 NATIVE_DIR  := src/interlink/_native
 NATIVE_ALL  := $(wildcard $(NATIVE_DIR)/*)
-# Plain C (no Python.h): everything except the CPython glue and test_* helpers.
-NATIVE_LIB  := $(filter-out $(NATIVE_DIR)/module.c $(NATIVE_DIR)/test_%.c,$(wildcard $(NATIVE_DIR)/*.c))
+# Plain C (no Python.h): everything except the CPython glue (module*.c) and test_* helpers.
+NATIVE_LIB  := $(filter-out $(NATIVE_DIR)/module%.c $(NATIVE_DIR)/test_%.c,$(wildcard $(NATIVE_DIR)/*.c))
 NATIVE_HDRS := $(wildcard $(NATIVE_DIR)/*.h)
 
 NATIVE_TESTS_DIR := tests/native

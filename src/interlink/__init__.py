@@ -7,6 +7,12 @@ from ._channel import Channel as Channel
 from ._channel import ChannelStatistics as ChannelStatistics
 from ._channel import Loan as Loan
 from ._channel import Message as Message
+from ._sync import BoundedSemaphore as BoundedSemaphore
+from ._sync import Lock as Lock
+from ._sync import LockStatistics as LockStatistics
+from ._sync import RLock as RLock
+from ._sync import Semaphore as Semaphore
+from ._sync import SemaphoreStatistics as SemaphoreStatistics
 from .errors import AccessDenied as AccessDenied
 from .errors import AlreadyExists as AlreadyExists
 from .errors import Busy as Busy
@@ -27,6 +33,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AccessDenied",
     "AlreadyExists",
+    "BoundedSemaphore",
     "Busy",
     "Channel",
     "ChannelStatistics",
@@ -38,9 +45,14 @@ __all__ = [
     "Incompatible",
     "InterlinkError",
     "Loan",
+    "Lock",
+    "LockStatistics",
     "Message",
     "MessageTooLarge",
     "NotFound",
     "OwnerDied",
+    "RLock",
+    "Semaphore",
+    "SemaphoreStatistics",
     "Timeout",
 ]

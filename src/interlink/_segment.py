@@ -53,7 +53,13 @@ __all__ = [
 ]
 
 MAX_NAME_BYTES = 200
-KIND_NAMES: dict[int, str] = {_native.KIND_CHANNEL: "channel"}
+KIND_NAMES: dict[int, str] = {
+    _native.KIND_CHANNEL: "channel",
+    _native.KIND_LOCK: "lock",
+    _native.KIND_RLOCK: "rlock",
+    _native.KIND_SEMAPHORE: "semaphore",
+    _native.KIND_BOUNDED_SEMAPHORE: "bounded-semaphore",
+}
 
 # magic, layout, kind, creator uid, creator pid, mode, nslots, total size,
 # created (ns since the epoch), key, kind area size

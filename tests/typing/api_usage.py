@@ -47,3 +47,27 @@ def open_channels() -> None:
     with il.Channel("x", capacity=1 << 16, create=None, mode=0o600) as ch:
         assert ch.name and ch.max_message_size < ch.capacity
     il.Channel(None).unlink()
+
+
+def sync_primitives() -> None:
+    lock = il.Lock("l", create=None, mode=0o600)
+    got: bool = lock.acquire() and lock.acquire(False) and lock.acquire(True, 0.5)
+    got = got or lock.acquire(block=True, timeout=None)
+    with lock:
+        assert lock.locked()
+    lock.release()
+    if lock.owner_died:
+        lock.recovered()
+    stats: il.LockStatistics = lock.statistics()
+    rlock = il.RLock()
+    with rlock, rlock:
+        pass
+    sem = il.Semaphore("s", 4)
+    bounded = il.BoundedSemaphore(None, 2)
+    with sem:
+        sem.release(2)
+    value: int = bounded.get_value() + stats.waiters
+    sstats: il.SemaphoreStatistics = sem.statistics()
+    assert got and value >= 0 and sstats.max_value is None
+    for obj in (lock, rlock, sem, bounded):
+        obj.close()

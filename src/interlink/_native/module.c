@@ -1,6 +1,7 @@
 /* module.c - the CPython glue over the plain-C core.
  *
- * Everything that touches Python lives here: the module state (exception
+ * Everything that touches Python lives here or in the other module_*.c files
+ * (module_sync.c: LockCore, SemaphoreCore): the module state (exception
  * types), argument parsing, the ChannelCore / Message / Loan types, and the
  * blocking loops.  Every blocking loop follows one pattern: a fast attempt
  * with the GIL held; then, GIL released, a bounded adaptive spin and a futex
@@ -16,13 +17,17 @@
 #include <string.h>
 
 #include "futex.h"
+#include "glue.h"
 #include "il_common.h"
 #include "proc.h"
 #include "ring.h"
 #include "seg.h"
 
+/* The module state struct and the argument helpers live in glue.h (shared
+ * with module_sync.c, the glue of Lock/RLock/Semaphore). */
+
 /* ======================================================================= */
-/* Module state                                                            */
+/* Wait tuning                                                             */
 /* ======================================================================= */
 
 #define SLICE_EMPTY_NS (100 * 1000 * 1000LL)  /* re-check peers every 100 ms */
@@ -30,104 +35,6 @@
 #define SPIN_MIN_NS (2 * 1000LL)
 #define SPIN_MAX_NS (100 * 1000LL)
 #define SPIN_START_NS (20 * 1000LL)
-
-typedef struct {
-    PyObject *InterlinkError;
-    PyObject *Timeout;
-    PyObject *Empty;
-    PyObject *Full;
-    PyObject *Closed;
-    PyObject *Corrupt;
-    PyObject *MessageTooLarge;
-    PyObject *Busy;
-    PyTypeObject *ChannelCoreType;
-    PyTypeObject *MessageType;
-    PyTypeObject *LoanType;
-} module_state;
-
-static struct PyModuleDef native_module;
-
-static module_state *state_of_type(PyTypeObject *tp)
-{
-    PyObject *m = PyType_GetModuleByDef(tp, &native_module);
-    return m ? (module_state *)PyModule_GetState(m) : NULL;
-}
-
-/* ======================================================================= */
-/* Small helpers                                                           */
-/* ======================================================================= */
-
-/* timeout=None -> -1 (forever); a number >= 0 -> nanoseconds. */
-static int parse_timeout(PyObject *obj, int64_t *out)
-{
-    if (obj == NULL || obj == Py_None) {
-        *out = -1;
-        return 0;
-    }
-    double t = PyFloat_AsDouble(obj);
-    if (t == -1.0 && PyErr_Occurred())
-        return -1;
-    if (!(t >= 0.0)) {
-        PyErr_SetString(PyExc_ValueError, "timeout must be a non-negative number or None");
-        return -1;
-    }
-    if (t > 1e9)
-        t = 1e9;
-    *out = (int64_t)(t * 1e9);
-    return 0;
-}
-
-static int64_t deadline_for(int64_t timeout_ns)
-{
-    return timeout_ns < 0 ? INT64_MAX : il_now_ns() + timeout_ns;
-}
-
-/* Pick positional-or-keyword arguments for METH_FASTCALL | METH_KEYWORDS.
- * names: NULL-terminated; out[i] receives a borrowed ref or stays NULL. */
-static int fast_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
-                     PyObject *kwnames, const char *const *names, Py_ssize_t required,
-                     PyObject **out)
-{
-    Py_ssize_t n = 0;
-    while (names[n])
-        n++;
-    if (nargs > n) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd arguments (%zd given)", fname, n,
-                     nargs);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < n; i++)
-        out[i] = i < nargs ? args[i] : NULL;
-    if (kwnames) {
-        Py_ssize_t nk = PyTuple_GET_SIZE(kwnames);
-        for (Py_ssize_t k = 0; k < nk; k++) {
-            PyObject *key = PyTuple_GET_ITEM(kwnames, k);
-            Py_ssize_t i;
-            for (i = 0; i < n; i++)
-                if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0)
-                    break;
-            if (i == n) {
-                PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'",
-                             fname, key);
-                return -1;
-            }
-            if (out[i] != NULL) {
-                PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'",
-                             fname, names[i]);
-                return -1;
-            }
-            out[i] = args[nargs + k];
-        }
-    }
-    for (Py_ssize_t i = 0; i < required; i++) {
-        if (out[i] == NULL) {
-            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname,
-                         names[i]);
-            return -1;
-        }
-    }
-    return 0;
-}
 
 /* ======================================================================= */
 /* ChannelCore                                                             */
@@ -1802,6 +1709,9 @@ static int native_exec(PyObject *m)
         add_int(m, "SEG_HEADER_SIZE", IL_SEG_HEADER_SIZE) < 0 ||
         add_int(m, "SEG_SLOTS", IL_SEG_SLOTS) < 0 ||
         add_int(m, "KIND_CHANNEL", IL_KIND_CHANNEL) < 0 ||
+        add_int(m, "KIND_LOCK", IL_KIND_LOCK) < 0 || add_int(m, "KIND_RLOCK", IL_KIND_RLOCK) < 0 ||
+        add_int(m, "KIND_SEMAPHORE", IL_KIND_SEMAPHORE) < 0 ||
+        add_int(m, "KIND_BOUNDED_SEMAPHORE", IL_KIND_BOUNDED_SEMAPHORE) < 0 ||
         add_int(m, "ROLE_SENDER", IL_ROLE_SENDER) < 0 ||
         add_int(m, "ROLE_PENDING", IL_ROLE_PENDING) < 0 ||
         add_int(m, "ROLE_LENT", IL_ROLE_LENT) < 0 ||
@@ -1819,7 +1729,7 @@ static int native_exec(PyObject *m)
                 IL_SEG_HEADER_SIZE + offsetof(il_ring_ctrl, receiver)) < 0 ||
         add_int(m, "REC_HEADER", IL_REC_HDR) < 0)
         return -1;
-    return 0;
+    return il_sync_exec(m, st);
 }
 
 static int native_traverse(PyObject *m, visitproc visit, void *arg)
@@ -1836,6 +1746,8 @@ static int native_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->ChannelCoreType);
     Py_VISIT(st->MessageType);
     Py_VISIT(st->LoanType);
+    Py_VISIT(st->LockCoreType);
+    Py_VISIT(st->SemaphoreCoreType);
     return 0;
 }
 
@@ -1853,6 +1765,8 @@ static int native_clear(PyObject *m)
     Py_CLEAR(st->ChannelCoreType);
     Py_CLEAR(st->MessageType);
     Py_CLEAR(st->LoanType);
+    Py_CLEAR(st->LockCoreType);
+    Py_CLEAR(st->SemaphoreCoreType);
     return 0;
 }
 
@@ -1863,7 +1777,7 @@ static PyModuleDef_Slot native_slots[] = {
     {0, NULL},
 };
 
-static struct PyModuleDef native_module = {
+struct PyModuleDef il_native_module = {
     PyModuleDef_HEAD_INIT,
     "interlink._native",
     "The compiled core of interlink: rings, futexes and segment headers.",
@@ -1875,4 +1789,4 @@ static struct PyModuleDef native_module = {
     native_free,
 };
 
-PyMODINIT_FUNC PyInit__native(void) { return PyModuleDef_Init(&native_module); }
+PyMODINIT_FUNC PyInit__native(void) { return PyModuleDef_Init(&il_native_module); }

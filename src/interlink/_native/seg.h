@@ -26,7 +26,13 @@
 #define IL_SEG_SLOTS 128u
 #define IL_SEG_SLOTS_OFFSET 128u
 
-enum il_kind { IL_KIND_CHANNEL = 1 };
+enum il_kind {
+    IL_KIND_CHANNEL = 1,
+    IL_KIND_LOCK = 2,               /* il_lock, non-recursive (interlink.Lock) */
+    IL_KIND_RLOCK = 3,              /* il_lock, recursive (interlink.RLock) */
+    IL_KIND_SEMAPHORE = 4,          /* il_sem, unbounded (interlink.Semaphore) */
+    IL_KIND_BOUNDED_SEMAPHORE = 5,  /* il_sem, bounded (interlink.BoundedSemaphore) */
+};
 
 /* Role bits kept in the top nibble of a slot's identity word. */
 #define IL_ROLE_SENDER 1u  /* may send: keeps the receiver from seeing end-of-stream */
