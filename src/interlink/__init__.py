@@ -7,7 +7,12 @@ from ._channel import Channel as Channel
 from ._channel import ChannelStatistics as ChannelStatistics
 from ._channel import Loan as Loan
 from ._channel import Message as Message
+from ._deadlock import get_deadlock_detection as get_deadlock_detection
+from ._deadlock import set_deadlock_detection as set_deadlock_detection
+from ._sync import Barrier as Barrier
 from ._sync import BoundedSemaphore as BoundedSemaphore
+from ._sync import Condition as Condition
+from ._sync import Event as Event
 from ._sync import Lock as Lock
 from ._sync import LockStatistics as LockStatistics
 from ._sync import RLock as RLock
@@ -33,14 +38,17 @@ __version__ = "0.1.0"
 __all__ = [
     "AccessDenied",
     "AlreadyExists",
+    "Barrier",
     "BoundedSemaphore",
     "Busy",
     "Channel",
     "ChannelStatistics",
     "Closed",
+    "Condition",
     "Corrupt",
     "DeadlockError",
     "Empty",
+    "Event",
     "Full",
     "Incompatible",
     "InterlinkError",
@@ -55,4 +63,6 @@ __all__ = [
     "Semaphore",
     "SemaphoreStatistics",
     "Timeout",
+    "get_deadlock_detection",
+    "set_deadlock_detection",
 ]

@@ -59,6 +59,9 @@ KIND_NAMES: dict[int, str] = {
     _native.KIND_RLOCK: "rlock",
     _native.KIND_SEMAPHORE: "semaphore",
     _native.KIND_BOUNDED_SEMAPHORE: "bounded-semaphore",
+    _native.KIND_EVENT: "event",
+    _native.KIND_CONDITION: "condition",
+    _native.KIND_BARRIER: "barrier",
 }
 
 # magic, layout, kind, creator uid, creator pid, mode, nslots, total size,

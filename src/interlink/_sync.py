@@ -23,12 +23,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _native
+from . import _deadlock, _native
 from ._segment import Segment
 from .errors import Closed, InterlinkError, OwnerDied
 
 __all__ = [
+    "Barrier",
     "BoundedSemaphore",
+    "Condition",
+    "Event",
     "Lock",
     "LockStatistics",
     "RLock",
@@ -154,7 +157,14 @@ class _LockBase(_Named, _native.LockCore):
     _recursive = False
     _kind_name = "lock"
 
-    def __init__(self, name: str | None = None, *, create: bool | None = None, mode: int = 0o600):
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        create: bool | None = None,
+        mode: int = 0o600,
+        deadlock_detection: bool = True,
+    ):
         self._segment = Segment.open(
             name,
             self._kind,
@@ -165,6 +175,38 @@ class _LockBase(_Named, _native.LockCore):
             format=lambda mm, key: _native.lock_format(mm),
             attach=lambda mm: self._bind(mm, self._recursive),
         )
+        self._deadlock_detection = bool(deadlock_detection)
+        if self._deadlock_detection:
+            # Only waits longer than CHECK_AFTER call back into Python.
+            self._deadlock_config(
+                int(_deadlock.CHECK_AFTER * 1e9), int(_deadlock.CHECK_EVERY * 1e9)
+            )
+
+    @property
+    def deadlock_detection(self) -> bool:
+        """Whether waits on this handle take part in deadlock detection."""
+        return self._deadlock_detection
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        return (_reopen_lock, (type(self), self.name, self._deadlock_detection))
+
+    # Deadlock detection (docs/design/deadlock.md), called by the native wait.
+    @property
+    def _dd_path(self) -> str:
+        return str(self._segment.path)
+
+    @property
+    def _dd_buffer(self) -> Any:
+        return self._segment.mm
+
+    def _deadlock_check(self, tid: int, waited_ns: int) -> None:
+        if _deadlock.get_deadlock_detection():
+            _deadlock.check(self, tid)
+        else:
+            _deadlock.done(tid)
+
+    def _deadlock_done(self, tid: int) -> None:
+        _deadlock.done(tid)
 
     def _owner_died_hook(self) -> None:
         # Called by the native acquire when it recovered a dead holder's lock.
@@ -181,6 +223,10 @@ class _LockBase(_Named, _native.LockCore):
         return LockStatistics(**self._stats())
 
 
+def _reopen_lock(cls: Callable[..., _S], name: str, deadlock_detection: bool) -> _S:
+    return cls(name, create=False, deadlock_detection=deadlock_detection)
+
+
 class Lock(_LockBase):
     """A non-recursive lock shared between processes: threading.Lock's API.
 
@@ -190,6 +236,13 @@ class Lock(_LockBase):
     thread of any process may release it, as with threading.Lock.  Waiters are
     served in FIFO order.  When a holder dies, the next acquirer gets the lock
     with an ``OwnerDied`` warning and ``owner_died`` True.
+
+    Deadlock detection: when the waits of threads (of any processes) on
+    Locks/RLocks form a cycle, one waiter of the cycle gets ``DeadlockError``
+    within about 0.3 s, naming the cycle; the others keep waiting.  Only waits
+    longer than 150 ms are checked (uncontended acquires pay nothing).
+    ``deadlock_detection=False`` leaves this handle's waits out; see
+    ``interlink.set_deadlock_detection`` and docs/design/deadlock.md.
     """
 
 
@@ -198,7 +251,8 @@ class RLock(_LockBase):
 
     The owner is a thread of a process; it may acquire again (each acquire
     needs a release), and only the owner may release it (RuntimeError
-    otherwise).
+    otherwise).  Re-entry never waits, so it is never taken for a deadlock;
+    waits on an RLock take part in deadlock detection as for Lock.
     """
 
     _kind = _native.KIND_RLOCK
@@ -266,3 +320,280 @@ class BoundedSemaphore(Semaphore):
     _kind = _native.KIND_BOUNDED_SEMAPHORE
     _bounded = True
     _kind_name = "bounded semaphore"
+
+
+# ---------------------------------------------------------------------------
+# Event, Condition, Barrier (module_events.c over eventword.c; see
+# docs/design/sync-events.md)
+# ---------------------------------------------------------------------------
+
+
+class Event(_Named, _native.EventCore):
+    """An event flag shared between processes: threading.Event's API.
+
+    ``is_set()``, ``set()`` (wakes every waiter), ``clear()`` and
+    ``wait(timeout=None)``, which returns True when the flag was set while
+    waiting (even if cleared again before the waiter woke), False on timeout.
+    """
+
+    _kind = _native.KIND_EVENT
+    _kind_name = "event"
+
+    def __init__(
+        self, name: str | None = None, *, create: bool | None = None, mode: int = 0o600
+    ) -> None:
+        self._segment = Segment.open(
+            name,
+            self._kind,
+            size=_native.EVENT_SEGMENT_SIZE,
+            layout=LAYOUT_VERSION,
+            create=create,
+            mode=mode,
+            format=lambda mm, key: _native.event_format(mm),
+            attach=lambda mm: self._bind(mm),
+        )
+
+
+class Condition(_Named, _native.ConditionCore):
+    """A condition variable shared between processes: threading.Condition's API.
+
+    ``Condition(name=None, lock=None)``; ``Condition(lock)`` (threading's
+    spelling) works too.  The lock is an interlink ``Lock`` or ``RLock``;
+    without one, a new RLock is used: ``"<name>.lock"`` for a named
+    condition, so that every process opening the name shares it.  ``wait``,
+    ``wait_for``, ``notify`` and ``notify_all`` raise RuntimeError unless the
+    calling thread holds the lock.  Waiters are notified oldest first; a
+    waiter whose process died is skipped (it never swallows a notification),
+    and a notifier dying half-way loses no waiter.
+    """
+
+    _kind = _native.KIND_CONDITION
+    _kind_name = "condition"
+
+    def __init__(
+        self,
+        name: str | Lock | RLock | None = None,
+        lock: Lock | RLock | None = None,
+        *,
+        create: bool | None = None,
+        mode: int = 0o600,
+    ) -> None:
+        if isinstance(name, _LockBase):
+            if lock is not None:
+                raise TypeError("Condition() got two locks")
+            name, lock = None, name
+        if lock is not None and not isinstance(lock, _LockBase):
+            raise TypeError(f"lock must be an interlink Lock or RLock, not {type(lock).__name__}")
+        self._segment = Segment.open(
+            name,
+            self._kind,
+            size=_native.COND_SEGMENT_SIZE,
+            layout=LAYOUT_VERSION,
+            create=create,
+            mode=mode,
+            format=lambda mm, key: _native.cond_format(mm),
+            attach=lambda mm: self._bind(mm),
+        )
+        self._owns_lock = lock is None
+        if lock is None:
+            try:
+                lock = RLock(None if name is None else f"{name}.lock", mode=mode)
+            except BaseException:
+                super().close()
+                raise
+        self._lock: Lock | RLock = lock
+
+    @property
+    def lock(self) -> Lock | RLock:
+        """The lock this condition uses."""
+        return self._lock
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        return (_reopen_condition, (type(self), self.name, self._lock))
+
+    def close(self) -> None:
+        """Detach this handle (and the default lock it created)."""
+        super().close()
+        if self._owns_lock:
+            self._lock.close()
+
+    # ---- the lock's API
+    def acquire(self, *args: Any, **kwargs: Any) -> bool:
+        """Acquire the underlying lock (same arguments as its acquire)."""
+        return self._lock.acquire(*args, **kwargs)
+
+    def release(self) -> None:
+        """Release the underlying lock."""
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.__exit__(*exc_info)
+
+    def _is_owned(self) -> bool:
+        return self._lock._is_owned()
+
+    def _release_save(self) -> int:
+        if isinstance(self._lock, RLock):
+            depth = 0
+            while self._lock._is_owned():
+                self._lock.release()
+                depth += 1
+            return depth
+        self._lock.release()
+        return 1
+
+    def _acquire_restore(self, depth: int) -> None:
+        for _ in range(depth):
+            self._lock.acquire()
+
+    # ---- waiting and notifying
+    def wait(self, timeout: float | None = None) -> bool:
+        """Release the lock, wait until notified or ``timeout`` seconds pass,
+        re-acquire the lock; True unless the timeout expired."""
+        if not self._is_owned():
+            raise RuntimeError("cannot wait on un-acquired lock")
+        entry = self._register()
+        try:
+            saved = self._release_save()
+        except BaseException:
+            self._cancel(entry)
+            raise
+        try:
+            return self._wait(entry, None if timeout is None else max(0.0, timeout))
+        finally:
+            self._acquire_restore(saved)
+
+    def wait_for(self, predicate: Callable[[], _T], timeout: float | None = None) -> _T | bool:
+        """Wait until ``predicate()`` is true (threading's semantics); return
+        the last value of the predicate."""
+        import time
+
+        endtime = None
+        waittime = timeout
+        result = predicate()
+        while not result:
+            if waittime is not None:
+                if endtime is None:
+                    endtime = time.monotonic() + waittime
+                else:
+                    waittime = endtime - time.monotonic()
+                    if waittime <= 0:
+                        break
+            self.wait(waittime)
+            result = predicate()
+        return result
+
+    def notify(self, n: int = 1) -> None:
+        """Wake up to ``n`` waiting threads (any process), oldest first."""
+        if not self._is_owned():
+            raise RuntimeError("cannot notify on un-acquired lock")
+        if n > 0:
+            self._notify(n)
+
+    def notify_all(self) -> None:
+        """Wake every waiting thread."""
+        if not self._is_owned():
+            raise RuntimeError("cannot notify on un-acquired lock")
+        self._notify(-1)
+
+
+_T = TypeVar("_T")
+
+
+def _reopen_condition(cls: type[Condition], name: str, lock: Lock | RLock) -> Condition:
+    return cls(name, lock, create=False)
+
+
+class Barrier(_Named, _native.BarrierCore):
+    """A barrier shared between processes: threading.Barrier's API.
+
+    ``Barrier(name, parties, action=None, timeout=None)``: ``wait()`` blocks
+    until ``parties`` threads (of any processes) have called it and returns a
+    distinct index 0..parties-1; the last arriving party runs its handle's
+    ``action`` first.  ``reset()``, ``abort()``, ``parties``, ``n_waiting``,
+    ``broken``; ``threading.BrokenBarrierError`` when broken: by abort(), a
+    timeout, an exception in the action, a waiter interrupted by an exception,
+    or a waiting party whose process died.  ``parties`` may be None to open an
+    existing barrier; at most ``BARRIER_MAX_PARTIES`` parties.
+    """
+
+    _kind = _native.KIND_BARRIER
+    _kind_name = "barrier"
+
+    def __init__(
+        self,
+        name: str | None = None,
+        parties: int | None = None,
+        action: Callable[[], object] | None = None,
+        timeout: float | None = None,
+        *,
+        create: bool | None = None,
+        mode: int = 0o600,
+    ) -> None:
+        if parties is None:
+            if create is True or name is None:
+                raise TypeError("Barrier() needs parties to create a barrier")
+            create = False
+        elif not isinstance(parties, int) or isinstance(parties, bool):
+            raise TypeError(f"parties must be an int, not {type(parties).__name__}")
+        elif not 1 <= parties <= _native.BARRIER_MAX_PARTIES:
+            raise ValueError(f"parties must be within 1..{_native.BARRIER_MAX_PARTIES}")
+        self._segment = Segment.open(
+            name,
+            self._kind,
+            size=_native.BARRIER_SEGMENT_SIZE,
+            layout=LAYOUT_VERSION,
+            create=create,
+            mode=mode,
+            format=lambda mm, key: _native.barrier_format(mm, parties or 1),
+            attach=lambda mm: self._bind(mm),
+        )
+        if parties is not None and self.parties != parties:
+            existing = self.parties
+            self.close()
+            raise ValueError(f"barrier {name!r} exists with {existing} parties, not {parties}")
+        self._action = action
+        self._timeout = timeout
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        return (_reopen_barrier, (type(self), self.name, self.parties, self._action, self._timeout))
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait until all parties have called wait(); return this party's index.
+
+        BrokenBarrierError if the barrier is or becomes broken; a timeout
+        (this call's, or the barrier's default) breaks it.
+        """
+        import time
+
+        if timeout is None:
+            timeout = self._timeout
+        if timeout is not None:
+            timeout = max(0.0, timeout)
+            deadline = time.monotonic() + timeout
+        index, last, token = self._arrive(timeout)
+        if last:
+            if self._action is not None:
+                try:
+                    self._action()
+                except BaseException:
+                    self._fail(token)
+                    raise
+            self._complete(token)
+        else:
+            left = None if timeout is None else max(0.0, deadline - time.monotonic())
+            self._await(token, left)
+        return index
+
+
+def _reopen_barrier(
+    cls: type[Barrier],
+    name: str,
+    parties: int,
+    action: Callable[[], object] | None,
+    timeout: float | None,
+) -> Barrier:
+    return cls(name, parties, action, timeout, create=False)

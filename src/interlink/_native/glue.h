@@ -130,4 +130,7 @@ static inline int fast_args(const char *fname, PyObject *const *args, Py_ssize_t
  * add them and their constants to the module.  0, or -1 with an exception. */
 int il_sync_exec(PyObject *m, module_state *st);
 
+/* module_events.c: EventCore, ConditionCore, BarrierCore and their constants. */
+int il_events_exec(PyObject *m, module_state *st);
+
 #endif

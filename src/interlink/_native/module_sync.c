@@ -54,6 +54,8 @@ typedef struct {
     int recursive;      /* RLock */
     int owner_died;     /* the last fresh acquisition found the holder dead */
     int waiters;        /* threads inside a GIL-free wait on this handle */
+    int64_t dd_after_ns; /* LockCore: deadlock checks after a wait this long; 0 off */
+    int64_t dd_every_ns; /* ... and then at most this often */
     module_state *st;
     PyObject *weakreflist;
     PyObject *dict;
@@ -325,15 +327,34 @@ static PyObject *lock_status_error(SyncObject *self, int rc)
     return NULL;
 }
 
+/* Deadlock detection (docs/design/deadlock.md): once a wait has lasted
+ * dd_after_ns, the Python layer's _deadlock_check(tid, waited_ns) runs (GIL
+ * held, between slices) at most every dd_every_ns; it publishes what this
+ * thread waits for and walks the wait-for graph, raising DeadlockError when
+ * this waiter is the cycle's victim.  Uncontended acquires and short waits
+ * never get here.  *published is set once the hook ran, so the caller calls
+ * _deadlock_done(tid) to withdraw the entry on every exit of the wait. */
+static int lock_deadlock_hook(SyncObject *self, uint32_t tid, int64_t waited_ns, int *published)
+{
+    *published = 1;
+    PyObject *r = PyObject_CallMethod((PyObject *)self, "_deadlock_check", "IL", (unsigned)tid,
+                                      (long long)waited_ns);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
 /* The slow path.  Returns an il status (IL_OK, IL_OWNERDIED, IL_TIMEOUT) or
  * -1 with an exception set; the wait is cancelled on every exit but success. */
-static int lock_wait(SyncObject *self, uint32_t tid, int64_t timeout_ns)
+static int lock_wait_inner(SyncObject *self, uint32_t tid, int64_t timeout_ns, int *published)
 {
     il_lock *l = self->lock;
     il_lock_waiter w;
     il_lock_wait_begin(&w, l, self->ident, tid, self->recursive);
     int64_t deadline = deadline_for(timeout_ns);
     int64_t last_check = il_now_ns();
+    int64_t started = last_check, last_dd = 0;
     for (;;) {
         int rc = il_lock_wait_poll(&w);
         if (rc != IL_BUSY) {
@@ -391,7 +412,37 @@ static int lock_wait(SyncObject *self, uint32_t tid, int64_t timeout_ns)
             }
             last_check = now;
         }
+        if (self->dd_after_ns > 0 && now - started >= self->dd_after_ns &&
+            now - last_dd >= self->dd_every_ns) {
+            last_dd = now;
+            if (lock_deadlock_hook(self, tid, now - started, published) < 0) {
+                il_lock_wait_cancel(&w);
+                return -1;
+            }
+            if (sync_closed_meanwhile(self)) {
+                il_lock_wait_cancel(&w);
+                sync_maybe_release_buffer(self);
+                return -1;
+            }
+        }
     }
+}
+
+static int lock_wait(SyncObject *self, uint32_t tid, int64_t timeout_ns)
+{
+    int published = 0;
+    int rc = lock_wait_inner(self, tid, timeout_ns, &published);
+    if (published) {
+        /* Withdraw the wait-for entry, keeping any exception of the wait. */
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        PyObject *r = PyObject_CallMethod((PyObject *)self, "_deadlock_done", "I", (unsigned)tid);
+        if (r == NULL)
+            PyErr_WriteUnraisable((PyObject *)self);
+        Py_XDECREF(r);
+        PyErr_Restore(et, ev, tb);
+    }
+    return rc;
 }
 
 /* Acquired with rc: keep the owner-died flag, tell the Python layer.  If
@@ -555,6 +606,25 @@ static PyObject *lock_recovered(SyncObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(lock_deadlock_config_doc,
+             "_deadlock_config($self, after_ns, every_ns, /)\n--\n\n"
+             "Run _deadlock_check() in waits longer than after_ns, at most every every_ns "
+             "(after_ns 0: never, this handle does not take part in deadlock detection).");
+
+static PyObject *lock_deadlock_config(SyncObject *self, PyObject *args)
+{
+    long long after, every;
+    if (!PyArg_ParseTuple(args, "LL:_deadlock_config", &after, &every))
+        return NULL;
+    if (after < 0 || every < 0) {
+        PyErr_SetString(PyExc_ValueError, "deadlock check intervals must be >= 0");
+        return NULL;
+    }
+    self->dd_after_ns = after;
+    self->dd_every_ns = every;
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(lock_bind_doc,
              "_bind($self, buffer, recursive, /)\n--\n\n"
              "Attach this handle to a formatted lock segment (a writable buffer).");
@@ -634,6 +704,8 @@ static PyMethodDef lock_methods[] = {
     {"_reclaim", (PyCFunction)lock_reclaim, METH_NOARGS, lock_reclaim_doc},
     {"_stats", (PyCFunction)lock_stats, METH_NOARGS, lock_stats_doc},
     {"_is_owned", (PyCFunction)lock_is_owned, METH_NOARGS, lock_is_owned_doc},
+    {"_deadlock_config", (PyCFunction)lock_deadlock_config, METH_VARARGS,
+     lock_deadlock_config_doc},
     {"acquire", (PyCFunction)(void (*)(void))lock_acquire, METH_FASTCALL | METH_KEYWORDS,
      lock_acquire_doc},
     {"release", (PyCFunction)lock_release, METH_NOARGS, lock_release_doc},
@@ -1024,6 +1096,73 @@ static PyObject *mod_lock_format(PyObject *Py_UNUSED(m), PyObject *arg)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(lock_snapshot_doc,
+             "lock_snapshot($module, buffer, /)\n--\n\n"
+             "Read a lock segment (a read-only buffer is enough) for deadlock detection: "
+             "(holder_ident, holder_tid, waiters) with holder_ident 0 when free and waiters a "
+             "tuple of (ident, tid, entry, ticket) of the queued threads that hold a ticket; "
+             "None when the buffer is not a formatted lock.");
+
+static PyObject *mod_lock_snapshot(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    Py_buffer v;
+    if (PyObject_GetBuffer(arg, &v, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if ((size_t)v.len < LOCK_SEGMENT_SIZE) {
+        PyBuffer_Release(&v);
+        Py_RETURN_NONE;
+    }
+    il_lock *l = (il_lock *)((char *)v.buf + IL_SEG_HEADER_SIZE);
+    if (il_lock_validate(l) != IL_OK) {
+        PyBuffer_Release(&v);
+        Py_RETURN_NONE;
+    }
+    uint64_t s = atomic_load_explicit(&l->state, memory_order_acquire);
+    uint64_t hid = 0;
+    uint32_t htid = 0;
+    int32_t hidx = -1;
+    if ((s >> 32) & 1u) {
+        uint32_t idx = (uint32_t)((s >> 40) & 0xFFu);
+        if (idx < IL_LOCK_QUEUE) {
+            hidx = (int32_t)idx;
+            hid = atomic_load_explicit(&l->q[idx].ident, memory_order_acquire);
+            htid = atomic_load_explicit(&l->q[idx].tid, memory_order_relaxed);
+        }
+    }
+    PyObject *waiters = PyList_New(0);
+    if (waiters == NULL) {
+        PyBuffer_Release(&v);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < IL_LOCK_QUEUE; i++) {
+        if ((int32_t)i == hidx)
+            continue;
+        il_lock_entry *e = &l->q[i];
+        uint64_t id = atomic_load_explicit(&e->ident, memory_order_acquire);
+        if (id == 0)
+            continue;
+        uint64_t tk = atomic_load_explicit(&e->ticket, memory_order_acquire);
+        uint32_t tid = atomic_load_explicit(&e->tid, memory_order_relaxed);
+        if (!(tk & IL_LOCK_TICKET_VALID))
+            continue;
+        PyObject *t = Py_BuildValue("(KIIK)", (unsigned long long)id, (unsigned)tid, (unsigned)i,
+                                    (unsigned long long)(tk & 0xFFFFFFFFu));
+        if (t == NULL || PyList_Append(waiters, t) < 0) {
+            Py_XDECREF(t);
+            Py_DECREF(waiters);
+            PyBuffer_Release(&v);
+            return NULL;
+        }
+        Py_DECREF(t);
+    }
+    PyBuffer_Release(&v);
+    PyObject *tup = PyList_AsTuple(waiters);
+    Py_DECREF(waiters);
+    if (tup == NULL)
+        return NULL;
+    return Py_BuildValue("(KIN)", (unsigned long long)hid, (unsigned)htid, tup);
+}
+
 PyDoc_STRVAR(sem_format_doc,
              "sem_format($module, buffer, value, bounded, /)\n--\n\nFormat the semaphore area "
              "of a new semaphore segment: `value` units; bounded: releases never raise it "
@@ -1056,6 +1195,7 @@ static PyObject *mod_sem_format(PyObject *Py_UNUSED(m), PyObject *args)
 
 static PyMethodDef sync_module_methods[] = {
     {"lock_format", mod_lock_format, METH_O, lock_format_doc},
+    {"lock_snapshot", mod_lock_snapshot, METH_O, lock_snapshot_doc},
     {"sem_format", mod_sem_format, METH_VARARGS, sem_format_doc},
     {NULL, NULL, 0, NULL},
 };

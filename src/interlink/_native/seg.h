@@ -32,6 +32,9 @@ enum il_kind {
     IL_KIND_RLOCK = 3,              /* il_lock, recursive (interlink.RLock) */
     IL_KIND_SEMAPHORE = 4,          /* il_sem, unbounded (interlink.Semaphore) */
     IL_KIND_BOUNDED_SEMAPHORE = 5,  /* il_sem, bounded (interlink.BoundedSemaphore) */
+    IL_KIND_EVENT = 6,              /* il_event (interlink.Event, eventword.h) */
+    IL_KIND_CONDITION = 7,          /* il_cond (interlink.Condition) */
+    IL_KIND_BARRIER = 8,            /* il_barrier (interlink.Barrier) */
 };
 
 /* Role bits kept in the top nibble of a slot's identity word. */
