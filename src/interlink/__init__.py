@@ -16,6 +16,8 @@ from ._sync import Event as Event
 from ._sync import Lock as Lock
 from ._sync import LockStatistics as LockStatistics
 from ._sync import RLock as RLock
+from ._sync import RWLock as RWLock
+from ._sync import RWLockStatistics as RWLockStatistics
 from ._sync import Semaphore as Semaphore
 from ._sync import SemaphoreStatistics as SemaphoreStatistics
 from .errors import AccessDenied as AccessDenied
@@ -60,6 +62,8 @@ __all__ = [
     "NotFound",
     "OwnerDied",
     "RLock",
+    "RWLock",
+    "RWLockStatistics",
     "Semaphore",
     "SemaphoreStatistics",
     "Timeout",

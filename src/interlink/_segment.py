@@ -62,6 +62,7 @@ KIND_NAMES: dict[int, str] = {
     _native.KIND_EVENT: "event",
     _native.KIND_CONDITION: "condition",
     _native.KIND_BARRIER: "barrier",
+    _native.KIND_RWLOCK: "rwlock",
 }
 
 # magic, layout, kind, creator uid, creator pid, mode, nslots, total size,
@@ -484,6 +485,11 @@ class ObjectInfo:
     state: str  # "ok", "stale" (only dead users), "abandoned" (never finished), "corrupt"
     users: tuple[UserInfo, ...] = field(default=())
     detail: str = ""
+    # Locks, RLocks and semaphores only (None for other kinds): the pids
+    # holding it (a semaphore's: those with units charged to them) and how
+    # many threads wait for it.
+    holders: tuple[int, ...] | None = None
+    waiters: int | None = None
 
 
 def _magic_ro(mm: mmap.mmap) -> int:
@@ -549,9 +555,49 @@ def _inspect(path: Path) -> ObjectInfo | None:
             return replace(base, kind=kind, state="corrupt", detail="size mismatch")
         users = tuple(_users_of_snapshot(page))
         state = "ok" if any(u.alive for u in users) else "stale"
-        return replace(base, kind=kind, state=state, users=users)
+        info = replace(base, kind=kind, state=state, users=users)
+        return _with_sync_state(info, fd, h.kind, page)
     finally:
         os.close(fd)
+
+
+# The il_sem fields `interlink ls` reads (lockword.h), as offsets into the kind
+# area: value (low half of `word`), sleepers, held[slot].
+_SEM_SLEEPERS_OFFSET = 20
+_SEM_HELD_OFFSET = 128
+_IDENT_PID_MASK = (1 << 22) - 1  # IL_IDENT_PID_BITS (proc.h)
+
+
+def _with_sync_state(info: ObjectInfo, fd: int, kind: int, page: bytearray) -> ObjectInfo:
+    """Add holder pids and the waiter count of a lock, rlock or semaphore (a snapshot)."""
+    is_lock = kind in (_native.KIND_LOCK, _native.KIND_RLOCK)
+    if is_lock:
+        size = _native.LOCK_SEGMENT_SIZE
+    elif kind in (_native.KIND_SEMAPHORE, _native.KIND_BOUNDED_SEMAPHORE):
+        size = _native.SEM_SEGMENT_SIZE
+    else:
+        return info
+    if info.size < size:
+        return info
+    try:
+        with mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ) as mm:
+            if is_lock:
+                snap = _native.lock_snapshot(mm)
+                if snap is None:
+                    return info
+                holder_ident, _tid, queued = snap
+                holders = () if holder_ident == 0 else (holder_ident & _IDENT_PID_MASK,)
+                return replace(info, holders=holders, waiters=len(queued))
+            area = _HEADER_SIZE
+            (sleepers,) = struct.unpack_from("<I", mm, area + _SEM_SLEEPERS_OFFSET)
+            held = struct.unpack_from(f"<{_native.SEG_SLOTS}I", mm, area + _SEM_HELD_OFFSET)
+    except (OSError, ValueError):
+        return info
+    pids = {slot: pid for slot, pid, _ident, _roles, _alive in _native.seg_users(page)}
+    sem_holders = tuple(
+        dict.fromkeys(pids[slot] for slot, n in enumerate(held) if n and slot in pids)
+    )
+    return replace(info, holders=sem_holders, waiters=sleepers)
 
 
 def _users_of_snapshot(page: bytearray) -> Iterator[UserInfo]:

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _deadlock, _native
 from ._segment import Segment
-from .errors import Closed, InterlinkError, OwnerDied
+from .errors import Closed, InterlinkError, OwnerDied, Timeout
 
 __all__ = [
     "Barrier",
@@ -35,6 +35,8 @@ __all__ = [
     "Lock",
     "LockStatistics",
     "RLock",
+    "RWLock",
+    "RWLockStatistics",
     "Semaphore",
     "SemaphoreStatistics",
 ]
@@ -597,3 +599,103 @@ def _reopen_barrier(
     timeout: float | None,
 ) -> Barrier:
     return cls(name, parties, action, timeout, create=False)
+
+
+# ---------------------------------------------------------------------------
+# RWLock (module_rwlock.c over rwlockword.c; see docs/design/sync-rwlock.md)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RWLockStatistics:
+    """A snapshot of an RWLock's state and counters.
+
+    ``writer_pid``/``writer_tid`` are 0 unless a writer holds (or is draining
+    readers to take) the write side; ``readers`` counts read holds of every
+    process, ``held`` those of this handle's process; ``owner_died`` counts
+    write acquisitions that found the previous writer dead and
+    ``readers_recovered`` the read holds taken back from dead processes.
+    """
+
+    writer_pid: int
+    writer_tid: int
+    readers: int
+    held: int
+    waiting_readers: int
+    waiting_writers: int
+    read_acquisitions: int
+    write_acquisitions: int
+    owner_died: int
+    readers_recovered: int
+
+
+class RWLock(_Named, _native.RWLockCore):
+    """A reader-writer lock shared between threads and processes.
+
+    ``with rw.read():`` shares the lock with other readers; ``with
+    rw.write():`` excludes readers and writers.  ``acquire_read`` /
+    ``acquire_write(blocking=True, timeout=-1)`` return True when acquired
+    (Lock.acquire's arguments); ``release_read`` / ``release_write``.
+
+    Writer preference: while a writer holds or waits, new readers wait, so
+    writers never starve (readers can, under a continuous stream of writers).
+    Writers are served in FIFO order.  Neither side is re-entrant: a thread
+    holding a read side that asks for the write side (or for another read
+    side while a writer waits) waits for itself.
+
+    Owner death: a writer that dies holding the write side is recovered by
+    the next acquirer within one 20 ms slice; the next writer gets an
+    ``OwnerDied`` warning and ``owner_died`` is True.  Read holds are counted
+    per attached process and those of a dead process are dropped.  RWLock
+    waits do not take part in deadlock detection yet.
+    """
+
+    _kind = _native.KIND_RWLOCK
+    _kind_name = "rwlock"
+
+    def __init__(
+        self, name: str | None = None, *, create: bool | None = None, mode: int = 0o600
+    ) -> None:
+        self._segment = Segment.open(
+            name,
+            self._kind,
+            size=_native.RWLOCK_SEGMENT_SIZE,
+            layout=LAYOUT_VERSION,
+            create=create,
+            mode=mode,
+            format=lambda mm, key: _native.rwlock_format(mm),
+            attach=lambda mm: self._bind(mm),
+        )
+
+    @contextlib.contextmanager
+    def read(self, timeout: float | None = None) -> Iterator[None]:
+        """Hold a read side for the ``with`` block (Timeout if ``timeout`` expires)."""
+        if not self.acquire_read(timeout=timeout):
+            raise Timeout(f"could not take a read side of RWLock {self.name!r} in {timeout} s")
+        try:
+            yield
+        finally:
+            self.release_read()
+
+    @contextlib.contextmanager
+    def write(self, timeout: float | None = None) -> Iterator[None]:
+        """Hold the write side for the ``with`` block (Timeout if ``timeout`` expires)."""
+        if not self.acquire_write(timeout=timeout):
+            raise Timeout(f"could not take the write side of RWLock {self.name!r} in {timeout} s")
+        try:
+            yield
+        finally:
+            self.release_write()
+
+    def _owner_died_hook(self) -> None:
+        warnings.warn(
+            OwnerDied(
+                f"the previous writer of RWLock {self.name!r} died holding it; "
+                "the data it protects may need repair (then call recovered())"
+            ),
+            stacklevel=3,
+        )
+
+    def statistics(self) -> RWLockStatistics:
+        """Writer, readers, waiters and counters of the lock."""
+        return RWLockStatistics(**self._stats())

@@ -79,7 +79,9 @@ def test_killed_holders_never_wedge_the_lock(spawn: Spawn, name: str, tmp_path: 
             f"{ROUNDS} rounds, {deaths_in_section} deaths while holding, "
             f"{time.monotonic() - start:.1f} s"
         )
-        assert lock.statistics().owner_died == deaths_in_section
+        # >=: the surviving worker may recover the victim's hold before it is killed
+        # itself (its OwnerDied is counted too, but not seen here).
+        assert lock.statistics().owner_died >= deaths_in_section
     finally:
         mm.close()
         os.close(fd)

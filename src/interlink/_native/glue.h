@@ -133,4 +133,7 @@ int il_sync_exec(PyObject *m, module_state *st);
 /* module_events.c: EventCore, ConditionCore, BarrierCore and their constants. */
 int il_events_exec(PyObject *m, module_state *st);
 
+/* module_rwlock.c: RWLockCore, rwlock_format, RWLOCK_SEGMENT_SIZE, KIND_RWLOCK. */
+int il_rwlock_exec(PyObject *m, module_state *st);
+
 #endif

@@ -1729,7 +1729,7 @@ static int native_exec(PyObject *m)
                 IL_SEG_HEADER_SIZE + offsetof(il_ring_ctrl, receiver)) < 0 ||
         add_int(m, "REC_HEADER", IL_REC_HDR) < 0)
         return -1;
-    if (il_sync_exec(m, st) < 0)
+    if (il_sync_exec(m, st) < 0 || il_rwlock_exec(m, st) < 0)
         return -1;
     return il_events_exec(m, st);
 }

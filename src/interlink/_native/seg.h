@@ -35,6 +35,7 @@ enum il_kind {
     IL_KIND_EVENT = 6,              /* il_event (interlink.Event, eventword.h) */
     IL_KIND_CONDITION = 7,          /* il_cond (interlink.Condition) */
     IL_KIND_BARRIER = 8,            /* il_barrier (interlink.Barrier) */
+    IL_KIND_RWLOCK = 9,             /* il_rw (interlink.RWLock, rwlockword.h) */
 };
 
 /* Role bits kept in the top nibble of a slot's identity word. */

@@ -136,3 +136,77 @@ def channel(ctx: click.Context, /, **options: Any) -> None:
         console.print(f"plot saved to {plot_target}")
     if any(c.status is Status.ERROR and c.transport.startswith("interlink") for c in cells):
         raise click.ClickException("interlink failed in at least one measurement (see above)")
+
+
+@bench.command()
+@bench_options
+@click.pass_context
+def sync(ctx: click.Context, /, **options: Any) -> None:
+    """Locks and semaphores: uncontended acquire+release, hand-off between two processes.
+
+    Uncontended: acquire()+release() in a loop in one process for interlink
+    Lock, RLock and Semaphore, threading.Lock (the in-process reference),
+    multiprocessing.Lock and posix_ipc.Semaphore (when installed). Hand-off:
+    round trips between two spawned processes, each waking the other through
+    two objects, for interlink Lock and Semaphore, multiprocessing.Lock and
+    posix_ipc.Semaphore; p50/p99. COUNT sets the uncontended iterations (round
+    trips: COUNT/10); --idle-seconds and --plot apply to the channel benchmark only.
+    """
+    opts = merged_options(ctx, options)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.text import Text
+
+    from interlink._bench import hostinfo, report
+    from interlink._bench import sync as bench_sync
+
+    try:
+        rows = bench_sync.select(opts["only"])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--only") from None
+    json_target: str | None = opts["json_target"]
+    console = Console(stderr=json_target == "-")
+    if opts["list_only"]:
+        for row in rows:
+            missing = row.missing()
+            scenarios = "uncontended, hand-off" if row.handoff else "uncontended"
+            state = "installed" if missing is None else "not installed"
+            console.print(Text(f"{row.label:<22} {scenarios:<22} {state}"))
+        return
+    if opts["plot_target"] is not None:
+        raise click.UsageError("--plot is only available for the channel benchmark")
+    settings = bench_sync.SyncSettings.choose(
+        quick=opts["quick"], count=opts["count"], timeout=opts["timeout"]
+    )
+    host = hostinfo.collect()
+    steps = bench_sync.plan(rows)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("starting", total=len(steps))
+        results = bench_sync.run(
+            rows,
+            settings,
+            started=lambda row, scenario: progress.update(
+                task, description=f"{row.label} {scenario}"
+            ),
+            finished=lambda result: progress.advance(task),
+        )
+    console.print(Text("interlink bench sync", style="bold"), Text(host.line(), style="dim"))
+    console.print(Text(settings.line(), style="dim"))
+    for table in bench_sync.build_tables(results):
+        console.print(table)
+    loop = bench_sync.loop_overhead(results)
+    if loop is not None:
+        console.print(
+            Text(f"ns / pair includes the Python loop itself (~{loop:.0f} ns, empty loop)."),
+            highlight=False,
+        )
+    if json_target is not None:
+        report.write_json(json_target, bench_sync.to_json(host, settings, results))
+    if any(r.status == "error" and r.label.startswith("interlink") for r in results):
+        raise click.ClickException("interlink failed in at least one measurement (see above)")

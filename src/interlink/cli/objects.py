@@ -65,7 +65,20 @@ def _as_json(info: ObjectInfo) -> dict[str, Any]:
         "state": info.state,
         "detail": info.detail,
         "users": [{"pid": u.pid, "alive": u.alive, "sender": u.sender} for u in info.users],
+        "holders": None if info.holders is None else list(info.holders),
+        "waiters": info.waiters,
     }
+
+
+def _holders_text(info: ObjectInfo) -> str:
+    """Lock/semaphore holders: their pids, "free", or "" for other kinds."""
+    if info.holders is None:
+        return ""
+    return ", ".join(str(pid) for pid in info.holders) if info.holders else "free"
+
+
+def _waiters_text(info: ObjectInfo) -> str:
+    return "" if info.waiters is None else str(info.waiters)
 
 
 def _console() -> Console:
@@ -89,6 +102,10 @@ def _where() -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
 def ls(as_json: bool) -> None:
     """List interlink objects: kind, size, mode, owner, state, attached processes.
+
+    For locks, rlocks and semaphores also the pids holding them (HELD BY; a
+    semaphore's holders are the processes with units charged to them) and the
+    number of threads waiting (WAITING).
 
     STATE is ok (some attached process is alive), stale (only dead processes
     were attached: `interlink gc` removes it), abandoned (its creator died
@@ -115,6 +132,8 @@ def ls(as_json: bool) -> None:
     table.add_column("OWNER")
     table.add_column("STATE")
     table.add_column("ATTACHED", overflow="fold")
+    table.add_column("HELD BY", overflow="fold")
+    table.add_column("WAITING", justify="right")
     for info in objects:
         # Text cells, not markup: a name like "a[b]" is shown as it is.
         table.add_row(
@@ -125,6 +144,8 @@ def ls(as_json: bool) -> None:
             Text(info.owner),
             Text(_state_text(info), style=_STATE_STYLES.get(info.state, "")),
             Text(_users_text(info.users)),
+            Text(_holders_text(info)),
+            Text(_waiters_text(info)),
         )
     console.print(table, highlight=False)
 

@@ -1,0 +1,477 @@
+"""``interlink bench sync``: locks and semaphores against the usual alternatives.
+
+Two measurements, each in fresh ``spawn`` processes under a wall-clock limit:
+
+uncontended
+    ``acquire(); release()`` in a tight loop in one process, nobody else
+    touching the object: the best of several repeats, in ns per pair (the
+    loop itself included, the same for every row).  threading.Lock is the
+    in-process reference the ratios compare to.
+handoff
+    a round trip between two processes: the ping process releases ``ping``
+    and blocks on ``pong``; the pong process, blocked on ``ping``, wakes and
+    releases ``pong``.  Each round trip is two hand-offs, each a wake-up of a
+    sleeping process; p50 and p99 in µs, ratios compare to interlink.Lock.
+    Both objects start held (a Lock, like threading.Lock, may be released by
+    any process; the semaphores start at 0).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from typing import TYPE_CHECKING, Any
+
+from .peers import SPAWN, load
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.process import BaseProcess
+
+UNCONTENDED = "uncontended"
+HANDOFF = "handoff"
+
+REFERENCE_UNCONTENDED = "threading.Lock"
+REFERENCE_HANDOFF = "interlink.Lock"
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """Counts and limits of one ``bench sync`` run (picklable)."""
+
+    iterations: int = 200_000
+    """acquire+release pairs per uncontended repeat."""
+    repeats: int = 7
+    """Uncontended repeats; the fastest counts."""
+    roundtrips: int = 20_000
+    """Timed hand-off round trips (after ``warmup`` untimed ones)."""
+    warmup: int = 2_000
+    timeout: float = 120.0
+    """Wall-clock limit of one measurement, process start-up included."""
+
+    @classmethod
+    def choose(
+        cls, *, quick: bool = False, count: int | None = None, timeout: float | None = None
+    ) -> SyncSettings:
+        """Full or ``quick`` settings; ``count`` sets the uncontended iterations
+        (round trips are ``count // 10``)."""
+        base = (
+            cls(iterations=50_000, repeats=5, roundtrips=2_000, warmup=200, timeout=30.0)
+            if quick
+            else cls()
+        )
+        changes: dict[str, Any] = {}
+        if count is not None:
+            changes.update(
+                iterations=count, roundtrips=max(100, count // 10), warmup=max(10, count // 100)
+            )
+        if timeout is not None:
+            changes["timeout"] = timeout
+        if not changes:
+            return base
+        return SyncSettings(**{**base.__dict__, **changes})
+
+    def line(self) -> str:
+        """One line saying what was measured."""
+        return (
+            f"uncontended: best of {self.repeats} x {self.iterations:,} acquire+release; "
+            f"hand-off: {self.roundtrips:,} round trips after {self.warmup:,} warm-up; "
+            f"limit {self.timeout:g} s per measurement"
+        )
+
+
+@dataclass(frozen=True)
+class Primitive:
+    """One row: how to make the object, in which measurements it takes part."""
+
+    label: str
+    family: str
+    module: str | None = None
+    """The package it needs (None: always available)."""
+    handoff: bool = False
+
+    def missing(self) -> str | None:
+        """Why it cannot be measured here, or None."""
+        if self.module is None:
+            return None
+        try:
+            __import__(self.module)
+        except ImportError as exc:
+            return f"{self.module} is not installed ({exc})"
+        return None
+
+
+PRIMITIVES: tuple[Primitive, ...] = (
+    Primitive("interlink.Lock", "interlink", handoff=True),
+    Primitive("interlink.RLock", "interlink"),
+    Primitive("interlink.Semaphore", "interlink", handoff=True),
+    Primitive("threading.Lock", "threading"),
+    Primitive("multiprocessing.Lock", "multiprocessing", handoff=True),
+    Primitive("posix_ipc.Semaphore", "posix_ipc", module="posix_ipc", handoff=True),
+)
+
+
+def select(only: Sequence[str]) -> list[Primitive]:
+    """The rows ``--only`` picks (all without it); ValueError for an unknown name."""
+    if not only:
+        return list(PRIMITIVES)
+    chosen: list[Primitive] = []
+    for name in only:
+        key = name.lower()
+        hits = [p for p in PRIMITIVES if key in (p.label.lower(), p.family.lower())]
+        if not hits:
+            names = ", ".join(p.label for p in PRIMITIVES)
+            raise ValueError(f"unknown primitive {name!r} (known: {names}, or a family)")
+        chosen.extend(p for p in hits if p not in chosen)
+    return [p for p in PRIMITIVES if p in chosen]
+
+
+@dataclass
+class Result:
+    """One measurement of one row."""
+
+    label: str
+    scenario: str
+    status: str  # "ok", "not installed", "error"
+    figures: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable dict with every field."""
+        return {
+            "primitive": self.label,
+            "scenario": self.scenario,
+            "status": self.status,
+            "reason": self.reason,
+            "figures": dict(self.figures),
+        }
+
+
+def plan(rows: Sequence[Primitive]) -> list[tuple[Primitive, str]]:
+    """The measurements :func:`run` makes, in order."""
+    return [(p, UNCONTENDED) for p in rows] + [(p, HANDOFF) for p in rows if p.handoff]
+
+
+# ------------------------------------------------------------ the objects
+
+
+@contextlib.contextmanager
+def _objects(label: str, count: int, initially_held: bool) -> Iterator[list[Any]]:
+    """Make ``count`` objects of ``label``'s kind (held, or semaphores at 0, if
+    ``initially_held``); remove whatever was created afterwards."""
+    made: list[Any] = []
+    cleanup: list[Callable[[], object]] = []
+    try:
+        for _ in range(count):
+            if label in ("interlink.Lock", "interlink.RLock"):
+                import interlink
+
+                obj: Any = interlink.Lock() if label == "interlink.Lock" else interlink.RLock()
+                if initially_held:
+                    obj.acquire()
+                cleanup.append(obj.close)
+            elif label == "interlink.Semaphore":
+                import interlink
+
+                obj = interlink.Semaphore(None, 0 if initially_held else 1)
+                cleanup.append(obj.close)
+            elif label == "threading.Lock":
+                import threading
+
+                obj = threading.Lock()
+            elif label == "multiprocessing.Lock":
+                obj = SPAWN.Lock()
+                if initially_held:
+                    obj.acquire()
+            elif label == "posix_ipc.Semaphore":
+                posix_ipc = load("posix_ipc")
+                sem = posix_ipc.Semaphore(
+                    f"/interlink-bench-{secrets.token_hex(6)}",
+                    posix_ipc.O_CREX,
+                    initial_value=0 if initially_held else 1,
+                )
+                cleanup.append(sem.unlink)
+                cleanup.append(sem.close)
+                obj = sem.name
+            else:  # pragma: no cover - PRIMITIVES and this function go together
+                raise ValueError(label)
+            made.append(obj)
+        yield made
+    finally:
+        for fn in reversed(cleanup):
+            with contextlib.suppress(Exception):
+                fn()
+
+
+def _open(label: str, obj: Any) -> Any:
+    """In a child: the usable object for what :func:`_objects` made."""
+    if label == "posix_ipc.Semaphore":
+        return load("posix_ipc").Semaphore(obj)
+    return obj
+
+
+# ------------------------------------------------------------ child bodies
+
+
+def _uncontended(label: str, settings: SyncSettings) -> dict[str, float]:
+    with _objects(label, 1, initially_held=False) as (obj,):
+        obj = _open(label, obj)
+        acquire, release = obj.acquire, obj.release
+        best = float("inf")
+        runs = []
+        loop = range(settings.iterations)
+        for _ in range(settings.repeats):
+            t0 = time.perf_counter_ns()
+            for _ in loop:
+                acquire()
+                release()
+            ns = (time.perf_counter_ns() - t0) / settings.iterations
+            runs.append(ns)
+            best = min(best, ns)
+        empty = float("inf")
+        for _ in range(settings.repeats):
+            t0 = time.perf_counter_ns()
+            for _ in loop:
+                pass
+            empty = min(empty, (time.perf_counter_ns() - t0) / settings.iterations)
+    return {"ns": best, "median_ns": statistics.median(runs), "loop_ns": empty}
+
+
+def _pong(label: str, ping: Any, pong: Any, settings: SyncSettings) -> dict[str, float]:
+    ping, pong = _open(label, ping), _open(label, pong)
+    acquire, release = ping.acquire, pong.release
+    for _ in range(settings.warmup + settings.roundtrips):
+        acquire()
+        release()
+    return {}
+
+
+def _ping(label: str, ping: Any, pong: Any, settings: SyncSettings) -> dict[str, float]:
+    ping, pong = _open(label, ping), _open(label, pong)
+    release, acquire = ping.release, pong.acquire
+    clock = time.perf_counter_ns
+    for _ in range(settings.warmup):
+        release()
+        acquire()
+    samples = [0] * settings.roundtrips
+    for i in range(settings.roundtrips):
+        t0 = clock()
+        release()
+        acquire()
+        samples[i] = clock() - t0
+    samples.sort()
+    n = len(samples)
+    return {
+        "p50_us": samples[n // 2] / 1000.0,
+        "p99_us": samples[min(n - 1, (n * 99) // 100)] / 1000.0,
+        "mean_us": sum(samples) / n / 1000.0,
+    }
+
+
+_BODIES: dict[str, Callable[..., dict[str, float]]] = {
+    "uncontended": _uncontended,
+    "ping": _ping,
+    "pong": _pong,
+}
+
+
+def _child(body: str, args: tuple[Any, ...], conn: Connection) -> None:
+    """Entry point of a spawned child: run ``body`` and send (ok, figures | error text)."""
+    try:
+        result: tuple[bool, Any] = (True, _BODIES[body](*args))
+    except BaseException as exc:  # reported to the parent, which shows it in the table
+        result = (False, f"{type(exc).__name__}: {exc}")
+    with contextlib.suppress(OSError):
+        conn.send(result)
+    conn.close()
+
+
+class _Failed(Exception):
+    pass
+
+
+def _run_children(jobs: Sequence[tuple[str, tuple[Any, ...]]], timeout: float) -> list[Any]:
+    """Run each (body, args) in a spawned process; their figures in job order.
+
+    Raises _Failed when one fails, dies or overruns ``timeout``; every child
+    has exited when this returns.
+    """
+    procs: list[BaseProcess] = []
+    conns: list[Connection] = []
+    results: dict[int, tuple[bool, Any]] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        for body, args in jobs:
+            reader, writer = SPAWN.Pipe(duplex=False)
+            proc = SPAWN.Process(
+                target=_child, args=(body, args, writer), name=f"bench-sync-{body}", daemon=True
+            )
+            proc.start()
+            writer.close()
+            procs.append(proc)
+            conns.append(reader)
+        while len(results) < len(jobs) and all(ok for ok, _ in results.values()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            pending = [i for i in range(len(jobs)) if i not in results]
+            ready = wait([conns[i] for i in pending] + [procs[i].sentinel for i in pending], left)
+            for i in pending:
+                if conns[i] in ready or conns[i].poll():
+                    try:
+                        results[i] = conns[i].recv()
+                    except (EOFError, OSError):
+                        results[i] = (False, f"the {jobs[i][0]} process died without a result")
+                elif procs[i].sentinel in ready:
+                    results[i] = (False, f"the {jobs[i][0]} process exited without a result")
+    finally:
+        for child in procs:
+            child.join(max(0.0, min(5.0, deadline - time.monotonic())))
+            if child.is_alive():
+                child.kill()
+                child.join(5.0)
+        for conn in conns:
+            conn.close()
+    errors = [str(r) for ok, r in results.values() if not ok]
+    if len(results) < len(jobs):
+        errors.append(f"timed out after {timeout:g} s")
+    if errors:
+        raise _Failed(errors[0])
+    return [results[i][1] for i in range(len(jobs))]
+
+
+def measure(row: Primitive, scenario: str, settings: SyncSettings) -> Result:
+    """One measurement of ``row`` in fresh processes."""
+    missing = row.missing()
+    if missing is not None:
+        return Result(row.label, scenario, "not installed", reason=missing)
+    try:
+        if scenario == UNCONTENDED:
+            (figures,) = _run_children([("uncontended", (row.label, settings))], settings.timeout)
+        else:
+            with _objects(row.label, 2, initially_held=True) as (ping, pong):
+                args = (row.label, ping, pong, settings)
+                figures, _ = _run_children([("ping", args), ("pong", args)], settings.timeout)
+    except Exception as exc:
+        return Result(row.label, scenario, "error", reason=str(exc) or type(exc).__name__)
+    return Result(row.label, scenario, "ok", figures=figures)
+
+
+def run(
+    rows: Sequence[Primitive],
+    settings: SyncSettings,
+    started: Callable[[Primitive, str], None] | None = None,
+    finished: Callable[[Result], None] | None = None,
+) -> list[Result]:
+    """Every measurement of :func:`plan`, in order."""
+    results = []
+    for row, scenario in plan(rows):
+        if started is not None:
+            started(row, scenario)
+        result = measure(row, scenario, settings)
+        if finished is not None:
+            finished(result)
+        results.append(result)
+    return results
+
+
+# ------------------------------------------------------------ report
+
+
+def ratios(results: Sequence[Result]) -> dict[tuple[str, str], float]:
+    """(label, scenario) -> cost relative to the scenario's reference in this run."""
+    out: dict[tuple[str, str], float] = {}
+    ref = {
+        UNCONTENDED: (REFERENCE_UNCONTENDED, "ns"),
+        HANDOFF: (REFERENCE_HANDOFF, "p50_us"),
+    }
+    by_key = {(r.label, r.scenario): r for r in results if r.status == "ok"}
+    for (label, scenario), result in by_key.items():
+        ref_label, key = ref[scenario]
+        base = by_key.get((ref_label, scenario))
+        if base is not None and base.figures[key] > 0:
+            out[label, scenario] = result.figures[key] / base.figures[key]
+    return out
+
+
+def build_tables(results: Sequence[Result]) -> list[Any]:
+    """The two rich tables: uncontended cost, and hand-off latency."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    rel = ratios(results)
+
+    def failed(result: Result) -> Text:
+        style = "dim" if result.status == "not installed" else "red"
+        return Text(f"{result.status}: {result.reason}", style=style)
+
+    first = Table(
+        title="uncontended acquire+release, one process",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        header_style="bold",
+    )
+    first.add_column("primitive")
+    first.add_column("ns / pair", justify="right")
+    first.add_column("median ns", justify="right")
+    first.add_column(f"x {REFERENCE_UNCONTENDED}", justify="right")
+    second = Table(
+        title="hand-off between two processes (round trip = 2 hand-offs)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        header_style="bold",
+    )
+    second.add_column("primitive")
+    second.add_column("p50 µs", justify="right")
+    second.add_column("p99 µs", justify="right")
+    second.add_column("mean µs", justify="right")
+    second.add_column(f"p50 x {REFERENCE_HANDOFF}", justify="right")
+    for result in results:
+        label = Text(result.label, style="bold" if result.label.startswith("interlink") else "")
+        ratio = rel.get((result.label, result.scenario))
+        ratio_text = Text("-" if ratio is None else f"{ratio:.2f}x")
+        if result.scenario == UNCONTENDED:
+            if result.status != "ok":
+                first.add_row(label, failed(result), Text(""), Text(""))
+                continue
+            f = result.figures
+            first.add_row(label, Text(f"{f['ns']:.0f}"), Text(f"{f['median_ns']:.0f}"), ratio_text)
+        else:
+            if result.status != "ok":
+                second.add_row(label, failed(result), Text(""), Text(""), Text(""))
+                continue
+            f = result.figures
+            second.add_row(
+                label,
+                Text(f"{f['p50_us']:.1f}"),
+                Text(f"{f['p99_us']:.1f}"),
+                Text(f"{f['mean_us']:.1f}"),
+                ratio_text,
+            )
+    return [first, second]
+
+
+def loop_overhead(results: Sequence[Result]) -> float | None:
+    """The empty loop's cost per iteration (ns), the smallest seen in the run."""
+    seen = [r.figures["loop_ns"] for r in results if r.status == "ok" and "loop_ns" in r.figures]
+    return min(seen) if seen else None
+
+
+def to_json(host: Any, settings: SyncSettings, results: Sequence[Result]) -> dict[str, Any]:
+    """The whole run as a JSON-serialisable document."""
+    rel = ratios(results)
+    return {
+        "benchmark": "sync",
+        "host": host.to_json(),
+        "pid": os.getpid(),
+        "settings": dict(settings.__dict__),
+        "references": {UNCONTENDED: REFERENCE_UNCONTENDED, HANDOFF: REFERENCE_HANDOFF},
+        "results": [{**r.to_json(), "ratio": rel.get((r.label, r.scenario))} for r in results],
+    }

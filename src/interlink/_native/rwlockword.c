@@ -1,0 +1,174 @@
+/* rwlockword.c - robust writer-preferring reader-writer lock (rwlockword.h). */
+#include "rwlockword.h"
+
+#include <limits.h>
+#include <string.h>
+
+#include "futex.h"
+#include "proc.h"
+
+void il_rw_init(il_rw *rw)
+{
+    memset((void *)rw, 0, sizeof *rw);
+    il_lock_init(&rw->wlock);
+    rw->magic = IL_RW_MAGIC;
+    atomic_thread_fence(memory_order_release);
+}
+
+int il_rw_validate(const il_rw *rw)
+{
+    if (rw->magic != IL_RW_MAGIC)
+        return IL_CORRUPT;
+    return il_lock_validate(&rw->wlock);
+}
+
+/* A writer holds the write side or has a ticket for it. */
+static int writer_present(il_rw *rw)
+{
+    uint64_t s = atomic_load_explicit(&rw->wlock.state, memory_order_seq_cst);
+    if ((s >> 32) & 1u)
+        return 1;
+    uint32_t nt = atomic_load_explicit(&rw->wlock.next_ticket, memory_order_seq_cst);
+    return nt != (uint32_t)s;
+}
+
+static void wake_writer(il_rw *rw)
+{
+    /* Only a writer holding wlock ever sleeps on wseq. */
+    uint64_t s = atomic_load_explicit(&rw->wlock.state, memory_order_seq_cst);
+    if ((s >> 32) & 1u) {
+        atomic_fetch_add_explicit(&rw->wseq, 1, memory_order_seq_cst);
+        il_futex_wake(&rw->wseq, INT_MAX);
+    }
+}
+
+void il_rw_wake_readers(il_rw *rw)
+{
+    if (atomic_load_explicit(&rw->rsleepers, memory_order_seq_cst) != 0) {
+        atomic_fetch_add_explicit(&rw->rseq, 1, memory_order_seq_cst);
+        il_futex_wake(&rw->rseq, INT_MAX);
+    }
+}
+
+int il_rw_read_try(il_rw *rw, uint32_t slot)
+{
+    if (slot >= IL_SEG_SLOTS)
+        return IL_INVALID;
+    if (writer_present(rw))
+        return IL_BUSY;
+    /* Dekker pair with the writer: our increment (seq_cst) then its state
+     * load, against the writer's claim CAS then its load of rd[]. */
+    atomic_fetch_add_explicit(&rw->rd[slot], 1, memory_order_seq_cst);
+    if (writer_present(rw)) {
+        atomic_fetch_sub_explicit(&rw->rd[slot], 1, memory_order_seq_cst);
+        wake_writer(rw);
+        return IL_BUSY;
+    }
+    atomic_fetch_add_explicit(&rw->racq, 1, memory_order_relaxed);
+    return IL_OK;
+}
+
+int il_rw_read_wait_slice(il_rw *rw, uint32_t slot, int64_t slice_ns)
+{
+    uint32_t seq = atomic_load_explicit(&rw->rseq, memory_order_seq_cst);
+    atomic_fetch_add_explicit(&rw->rsleepers, 1, memory_order_seq_cst);
+    int rc = il_rw_read_try(rw, slot);
+    if (rc != IL_BUSY) {
+        atomic_fetch_sub_explicit(&rw->rsleepers, 1, memory_order_relaxed);
+        return rc;
+    }
+    int frc = il_futex_wait(&rw->rseq, seq, slice_ns);
+    atomic_fetch_sub_explicit(&rw->rsleepers, 1, memory_order_relaxed);
+    if (frc == IL_EINTR)
+        return IL_EINTR;
+    rc = il_rw_read_try(rw, slot);
+    if (rc != IL_BUSY)
+        return rc;
+    return frc == IL_TIMEOUT ? IL_TIMEOUT : IL_BUSY;
+}
+
+int il_rw_read_release(il_rw *rw, uint32_t slot)
+{
+    if (slot >= IL_SEG_SLOTS)
+        return IL_INVALID;
+    uint32_t v = atomic_load_explicit(&rw->rd[slot], memory_order_relaxed);
+    do {
+        if (v == 0)
+            return IL_INVALID;
+    } while (!atomic_compare_exchange_weak_explicit(&rw->rd[slot], &v, v - 1,
+                                                    memory_order_seq_cst, memory_order_relaxed));
+    if (v == 1)
+        wake_writer(rw);
+    return IL_OK;
+}
+
+int il_rw_readers_gone(il_rw *rw)
+{
+    for (uint32_t i = 0; i < IL_SEG_SLOTS; i++)
+        if (atomic_load_explicit(&rw->rd[i], memory_order_seq_cst) != 0)
+            return 0;
+    return 1;
+}
+
+int il_rw_write_drain_slice(il_rw *rw, int64_t slice_ns)
+{
+    uint32_t seq = atomic_load_explicit(&rw->wseq, memory_order_seq_cst);
+    if (il_rw_readers_gone(rw))
+        return IL_OK;
+    int frc = il_futex_wait(&rw->wseq, seq, slice_ns);
+    if (il_rw_readers_gone(rw))
+        return IL_OK;
+    if (frc == IL_EINTR)
+        return IL_EINTR;
+    return frc == IL_TIMEOUT ? IL_TIMEOUT : IL_BUSY;
+}
+
+int il_rw_write_release(il_rw *rw, uint64_t ident, uint32_t tid)
+{
+    int rc = il_lock_release(&rw->wlock, ident, tid);
+    if (rc == IL_OK)
+        il_rw_wake_readers(rw);
+    return rc;
+}
+
+uint32_t il_rw_recover_readers(il_rw *rw, il_seg_header *hdr, uint32_t my_slot)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < IL_SEG_SLOTS; i++) {
+        if (i == my_slot)
+            continue;
+        uint32_t v = atomic_load_explicit(&rw->rd[i], memory_order_acquire);
+        if (v == 0)
+            continue;
+        /* A slot whose process is dead (or that was freed) cannot change its
+         * count any more (slots with holds are never reused: the glue's
+         * reclaim skips them), so taking the count away is safe. */
+        uint64_t id = atomic_load_explicit(&hdr->slots[i].ident, memory_order_acquire);
+        if (id != 0 && il_ident_alive(il_ident_bare(id)))
+            continue;
+        if (atomic_compare_exchange_strong_explicit(&rw->rd[i], &v, 0, memory_order_seq_cst,
+                                                    memory_order_relaxed)) {
+            n += v;
+            atomic_fetch_add_explicit(&rw->rrecovered, v, memory_order_relaxed);
+        }
+    }
+    if (n > 0)
+        wake_writer(rw);
+    return n;
+}
+
+uint32_t il_rw_readers(const il_rw *rw)
+{
+    il_rw *m = (il_rw *)rw;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < IL_SEG_SLOTS; i++)
+        n += atomic_load_explicit(&m->rd[i], memory_order_relaxed);
+    return n;
+}
+
+uint32_t il_rw_held(const il_rw *rw, uint32_t slot)
+{
+    if (slot >= IL_SEG_SLOTS)
+        return 0;
+    return atomic_load_explicit(&((il_rw *)rw)->rd[slot], memory_order_acquire);
+}

@@ -1,0 +1,62 @@
+/* rwlockword.h - a robust writer-preferring reader-writer lock word.
+ *
+ * Plain C11 (no Python.h), over caller-supplied shared memory; see
+ * docs/design/sync-rwlock.md.  Writers queue on an embedded il_lock (FIFO,
+ * robust, IL_OWNERDIED when a writer dies holding); readers are counted per
+ * attach slot (seg.h) in rd[], so the holds of a dead process are found by
+ * its slot and dropped.  A reader gets in only while no writer holds the
+ * il_lock or queues for it (writer preference); a writer, once it holds the
+ * il_lock, waits for rd[] to drain.
+ */
+#ifndef IL_RWLOCKWORD_H
+#define IL_RWLOCKWORD_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "il_common.h"
+#include "lockword.h"
+#include "seg.h"
+
+#define IL_RW_MAGIC 0x4B4C5752u /* "RWLK" */
+
+typedef struct il_rw {
+    il_lock wlock; /* the writers' queue and the write side */
+    _Alignas(64) uint32_t magic;
+    _Atomic uint32_t rseq;      /* futex word: readers blocked by a writer */
+    _Atomic uint32_t rsleepers; /* readers (about to be) asleep on rseq */
+    _Atomic uint32_t wseq;      /* futex word: the writer waiting for readers to drain */
+    _Atomic uint32_t rwaiting;  /* readers inside a blocking acquire (statistics) */
+    uint32_t unused;
+    _Atomic uint64_t racq, wacq, rrecovered; /* statistics (approximate) */
+    _Alignas(64) _Atomic uint32_t rd[IL_SEG_SLOTS]; /* read holds per attach slot */
+} il_rw;
+
+void il_rw_init(il_rw *rw);
+int il_rw_validate(const il_rw *rw);
+
+/* Readers.  try: IL_OK or IL_BUSY (a writer holds or waits), never blocks. */
+int il_rw_read_try(il_rw *rw, uint32_t slot);
+/* One bounded wait: IL_OK (acquired), IL_TIMEOUT (slice elapsed), IL_EINTR,
+ * IL_BUSY (woken, not acquired). */
+int il_rw_read_wait_slice(il_rw *rw, uint32_t slot, int64_t slice_ns);
+/* IL_OK, or IL_INVALID if this slot holds no read side. */
+int il_rw_read_release(il_rw *rw, uint32_t slot);
+
+/* Writers take rw->wlock with the il_lock API (try / wait_* / check_owner),
+ * then drain: IL_OK once no reader holds, else one bounded wait (IL_TIMEOUT,
+ * IL_EINTR, IL_BUSY).  The caller holds wlock throughout. */
+int il_rw_write_drain_slice(il_rw *rw, int64_t slice_ns);
+int il_rw_readers_gone(il_rw *rw);
+/* Release the write side (wlock) and wake blocked readers. */
+int il_rw_write_release(il_rw *rw, uint64_t ident, uint32_t tid);
+/* Wake blocked readers (after a queued writer gave up its wait). */
+void il_rw_wake_readers(il_rw *rw);
+
+/* Drop the read holds of dead (or freed) attach slots; returns how many. */
+uint32_t il_rw_recover_readers(il_rw *rw, il_seg_header *hdr, uint32_t my_slot);
+
+uint32_t il_rw_readers(const il_rw *rw);
+uint32_t il_rw_held(const il_rw *rw, uint32_t slot);
+
+#endif

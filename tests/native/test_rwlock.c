@@ -1,0 +1,223 @@
+/* test_rwlock.c - the robust writer-preferring reader-writer lock
+ * (rwlockword.c): protocol, exclusion across 4 processes, a dead reader's
+ * holds dropped, a dead writer recovered with IL_OWNERDIED. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+
+#include "check.h"
+#include "il_common.h"
+#include "lockword.h"
+#include "proc.h"
+#include "rwlockword.h"
+#include "seg.h"
+
+#define MS 1000000LL
+
+typedef struct rw_shared {
+    il_seg_header hdr;
+    il_rw rw;
+    _Atomic int writers, readers, bad, ready;
+    _Atomic uint64_t count;
+} rw_shared;
+
+static rw_shared *rw_new(void)
+{
+    rw_shared *m = mmap(NULL, sizeof(rw_shared), PROT_READ | PROT_WRITE,
+                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(m != MAP_FAILED);
+    memset((void *)m, 0, sizeof *m);
+    m->hdr.nslots = IL_SEG_SLOTS;
+    il_rw_init(&m->rw);
+    CHECK_EQ(il_rw_validate(&m->rw), IL_OK);
+    return m;
+}
+
+static uint32_t attach(rw_shared *m)
+{
+    uint32_t slot = 0;
+    CHECK_EQ(il_seg_attach(&m->hdr, il_ident_self(), 0, &slot), IL_OK);
+    return slot;
+}
+
+static pid_t fork_child(void)
+{
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0)
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+    return pid;
+}
+
+static int wait_exit(pid_t pid)
+{
+    int st = 0;
+    CHECK(waitpid(pid, &st, 0) == pid);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static uint32_t tid(void) { return (uint32_t)gettid(); }
+
+/* Take the write side with bounded slices (repairs after each). */
+static int write_acquire(rw_shared *m, uint32_t slot)
+{
+    il_lock *l = &m->rw.wlock;
+    uint64_t id = il_ident_self();
+    int rc = il_lock_try(l, id, tid(), 0);
+    if (rc == IL_BUSY) {
+        il_lock_waiter w;
+        il_lock_wait_begin(&w, l, id, tid(), 0);
+        for (;;) {
+            rc = il_lock_wait_poll(&w);
+            if (rc != IL_BUSY)
+                break;
+            rc = il_lock_wait_slice(&w, 5 * MS);
+            if (rc == IL_OK || rc == IL_OWNERDIED)
+                break;
+            il_lock_check_owner(l, &w);
+        }
+    }
+    CHECK(rc == IL_OK || rc == IL_OWNERDIED);
+    while (il_rw_write_drain_slice(&m->rw, 5 * MS) != IL_OK)
+        il_rw_recover_readers(&m->rw, &m->hdr, slot);
+    return rc;
+}
+
+static void read_acquire(rw_shared *m, uint32_t slot)
+{
+    while (il_rw_read_try(&m->rw, slot) != IL_OK) {
+        if (il_rw_read_wait_slice(&m->rw, slot, 5 * MS) == IL_OK)
+            return;
+        il_lock_check_owner(&m->rw.wlock, NULL);
+    }
+}
+
+static void test_protocol(void)
+{
+    rw_shared *m = rw_new();
+    uint32_t me = attach(m);
+    CHECK_EQ(il_rw_read_release(&m->rw, me), IL_INVALID);
+    CHECK_EQ(il_rw_read_try(&m->rw, me), IL_OK);
+    CHECK_EQ(il_rw_read_try(&m->rw, me), IL_OK);
+    CHECK_EQ(il_rw_readers(&m->rw), 2);
+    uint64_t id = il_ident_self();
+    CHECK_EQ(il_lock_try(&m->rw.wlock, id, tid(), 0), IL_OK); /* the writer is in line */
+    CHECK_EQ(il_rw_read_try(&m->rw, me), IL_BUSY);           /* writer preference */
+    CHECK_EQ(il_rw_write_drain_slice(&m->rw, 1 * MS), IL_TIMEOUT);
+    CHECK_EQ(il_rw_read_release(&m->rw, me), IL_OK);
+    CHECK_EQ(il_rw_read_release(&m->rw, me), IL_OK);
+    CHECK_EQ(il_rw_write_drain_slice(&m->rw, 1 * MS), IL_OK);
+    CHECK_EQ(il_rw_read_wait_slice(&m->rw, me, 1 * MS), IL_TIMEOUT);
+    CHECK_EQ(il_rw_write_release(&m->rw, id, tid()), IL_OK);
+    CHECK_EQ(il_rw_read_try(&m->rw, me), IL_OK);
+    CHECK_EQ(il_rw_read_release(&m->rw, me), IL_OK);
+    munmap(m, sizeof *m);
+}
+
+static void test_exclusion_4_processes(void)
+{
+    rw_shared *m = rw_new();
+    pid_t kids[4];
+    for (int k = 0; k < 4; k++) {
+        kids[k] = fork_child();
+        if (kids[k] == 0) {
+            uint32_t slot = attach(m);
+            for (int i = 0; i < 20000; i++) {
+                if ((i + k) % 5 == 0) {
+                    write_acquire(m, slot);
+                    if (atomic_fetch_add(&m->writers, 1) != 0 || atomic_load(&m->readers) != 0)
+                        atomic_store(&m->bad, 1);
+                    atomic_fetch_add(&m->count, 1);
+                    atomic_fetch_sub(&m->writers, 1);
+                    CHECK_EQ(il_rw_write_release(&m->rw, il_ident_self(), tid()), IL_OK);
+                } else {
+                    read_acquire(m, slot);
+                    atomic_fetch_add(&m->readers, 1);
+                    if (atomic_load(&m->writers) != 0)
+                        atomic_store(&m->bad, 1);
+                    atomic_fetch_sub(&m->readers, 1);
+                    CHECK_EQ(il_rw_read_release(&m->rw, slot), IL_OK);
+                }
+            }
+            _exit(0);
+        }
+    }
+    for (int k = 0; k < 4; k++)
+        CHECK_EQ(wait_exit(kids[k]), 0);
+    CHECK_EQ(atomic_load(&m->bad), 0);
+    CHECK_EQ(atomic_load(&m->count), 4 * 4000);
+    CHECK_EQ(il_rw_readers(&m->rw), 0);
+    munmap(m, sizeof *m);
+}
+
+static void wait_ready(rw_shared *m)
+{
+    int64_t t0 = il_now_ns();
+    while (!atomic_load(&m->ready)) {
+        CHECK(il_now_ns() - t0 < 5000 * MS);
+        t_sleep_ms(1);
+    }
+}
+
+static void test_dead_reader_dropped(void)
+{
+    rw_shared *m = rw_new();
+    uint32_t me = attach(m);
+    pid_t pid = fork_child();
+    if (pid == 0) {
+        uint32_t slot = attach(m);
+        CHECK_EQ(il_rw_read_try(&m->rw, slot), IL_OK);
+        CHECK_EQ(il_rw_read_try(&m->rw, slot), IL_OK);
+        atomic_store(&m->ready, 1);
+        for (;;)
+            pause();
+    }
+    wait_ready(m);
+    CHECK_EQ(il_rw_recover_readers(&m->rw, &m->hdr, me), 0); /* alive: kept */
+    kill(pid, SIGKILL);
+    CHECK_EQ(wait_exit(pid), 128 + SIGKILL);
+    CHECK_EQ(write_acquire(m, me), IL_OK); /* drains by recovering the holds */
+    CHECK_EQ(il_rw_readers(&m->rw), 0);
+    CHECK_EQ(atomic_load(&m->rw.rrecovered), 2);
+    CHECK_EQ(il_rw_write_release(&m->rw, il_ident_self(), tid()), IL_OK);
+    munmap(m, sizeof *m);
+}
+
+static void test_dead_writer_owner_died(void)
+{
+    rw_shared *m = rw_new();
+    uint32_t me = attach(m);
+    pid_t pid = fork_child();
+    if (pid == 0) {
+        uint32_t slot = attach(m);
+        write_acquire(m, slot);
+        atomic_store(&m->ready, 1);
+        for (;;)
+            pause();
+    }
+    wait_ready(m);
+    CHECK_EQ(il_rw_read_try(&m->rw, me), IL_BUSY);
+    kill(pid, SIGKILL);
+    CHECK_EQ(wait_exit(pid), 128 + SIGKILL);
+    read_acquire(m, me); /* a reader gets past the dead writer */
+    CHECK_EQ(il_rw_read_release(&m->rw, me), IL_OK);
+    CHECK_EQ(write_acquire(m, me), IL_OWNERDIED); /* the next writer is told */
+    CHECK_EQ(il_rw_write_release(&m->rw, il_ident_self(), tid()), IL_OK);
+    CHECK_EQ(write_acquire(m, me), IL_OK);
+    CHECK_EQ(il_rw_write_release(&m->rw, il_ident_self(), tid()), IL_OK);
+    munmap(m, sizeof *m);
+}
+
+int main(int argc, char **argv)
+{
+    static const test_case tests[] = {
+        {"rw_protocol", test_protocol, 0},
+        {"rw_exclusion_4_processes", test_exclusion_4_processes, 120},
+        {"rw_dead_reader_dropped", test_dead_reader_dropped, 0},
+        {"rw_dead_writer_owner_died", test_dead_writer_owner_died, 0},
+    };
+    return RUN_TESTS("test_rwlock", tests, argc, argv);
+}
