@@ -943,6 +943,17 @@ uint32_t il_sem_waiters(const il_sem *s)
     return atomic_load_explicit((_Atomic uint32_t *)&s->sleepers, memory_order_relaxed);
 }
 
+int il_sem_names_slot(const il_sem *s, uint32_t slot)
+{
+    il_sem *m = (il_sem *)s;
+    if (slot >= IL_SEG_SLOTS)
+        return 0;
+    uint64_t w = atomic_load_explicit(&m->word, memory_order_acquire);
+    uint64_t r = atomic_load_explicit(&m->reserve, memory_order_acquire);
+    return atomic_load_explicit(&m->held[slot], memory_order_acquire) != 0 ||
+           W_MARK(w) == slot + 1 || RES_SLOT(r) == slot + 1;
+}
+
 uint32_t il_sem_held(const il_sem *s, uint32_t slot)
 {
     if (slot >= IL_SEG_SLOTS)

@@ -240,6 +240,10 @@ int il_sem_acquire(il_sem *s, il_seg_header *hdr, uint32_t slot, uint32_t tid, u
 uint32_t il_sem_value(const il_sem *s);
 uint32_t il_sem_waiters(const il_sem *s);
 uint32_t il_sem_held(const il_sem *s, uint32_t slot);
+/* Non-zero if `slot` still has units, the update marker or the reservation:
+ * such a slot must not be freed (its next user would inherit them and
+ * recovery, which keys on the slot's liveness, could never undo them). */
+int il_sem_names_slot(const il_sem *s, uint32_t slot);
 
 typedef struct il_sem_stats {
     uint64_t acquisitions, contentions, recovered, wakes;

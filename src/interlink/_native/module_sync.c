@@ -114,20 +114,25 @@ static PyObject *sync_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 }
 
 /* Free the attach slots of dead processes.  A semaphore's dead slots give
- * their units back first, and a slot still charged with units is never freed
- * (a new process claiming it would inherit them). */
+ * their units back first, and a slot the semaphore still names (units, the
+ * update marker, the reservation) is never freed: a new process claiming it
+ * would inherit them, and recovery, keyed on the slot's liveness, could never
+ * undo them.  The liveness check comes first: a dead process changes nothing
+ * any more, so what is checked after it stays true.  Recovery takes the
+ * update marker in our own slot's name, so it runs only once we have one
+ * (not when called from sync_attach with the table full). */
 static void sync_reclaim(SyncObject *self)
 {
     if (self->lock) {
         il_seg_reclaim_plain(self->hdr);
         return;
     }
-    if (il_sem_recover_dead(self->sem, self->hdr, self->slot) < 0)
+    if (self->attached && il_sem_recover_dead(self->sem, self->hdr, self->slot) < 0)
         return;
     uint32_t n = self->hdr->nslots > IL_SEG_SLOTS ? IL_SEG_SLOTS : self->hdr->nslots;
     for (uint32_t i = 0; i < n; i++) {
         uint64_t w = atomic_load_explicit(&self->hdr->slots[i].ident, memory_order_acquire);
-        if (w == 0 || il_sem_held(self->sem, i) != 0 || il_ident_alive(w))
+        if (w == 0 || il_ident_alive(w) || il_sem_names_slot(self->sem, i))
             continue;
         atomic_compare_exchange_strong_explicit(&self->hdr->slots[i].ident, &w, 0,
                                                 memory_order_acq_rel, memory_order_relaxed);
