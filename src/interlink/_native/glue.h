@@ -136,4 +136,45 @@ int il_events_exec(PyObject *m, module_state *st);
 /* module_rwlock.c: RWLockCore, rwlock_format, RWLOCK_SEGMENT_SIZE, KIND_RWLOCK. */
 int il_rwlock_exec(PyObject *m, module_state *st);
 
+/* acquire(blocking=True, timeout=-1) with multiprocessing's spelling
+ * acquire(block=True, timeout=None) accepted too.  timeout -1 or None: no
+ * limit.  *timeout_ns: -1 forever, 0 a pure try, > 0 a bound. */
+static inline int il_parse_acquire(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames, int64_t *timeout_ns)
+{
+    static const char *const names[] = {"blocking", "timeout", "block", NULL};
+    PyObject *a[3];
+    if (fast_args(fname, args, nargs, kwnames, names, 0, a) < 0)
+        return -1;
+    if (a[0] && a[2]) {
+        PyErr_Format(PyExc_TypeError, "%s() got both 'blocking' and 'block'", fname);
+        return -1;
+    }
+    PyObject *blk = a[0] ? a[0] : a[2];
+    int blocking = 1;
+    if (blk) {
+        blocking = PyObject_IsTrue(blk);
+        if (blocking < 0)
+            return -1;
+    }
+    int64_t t = -1;
+    PyObject *to = a[1];
+    if (to != NULL && to != Py_None) {
+        double d = PyFloat_AsDouble(to);
+        if (d == -1.0 && PyErr_Occurred())
+            return -1;
+        if (d != -1.0) {
+            if (!blocking) {
+                PyErr_SetString(PyExc_ValueError,
+                                "can't specify a timeout for a non-blocking call");
+                return -1;
+            }
+            if (parse_timeout(to, &t) < 0)
+                return -1;
+        }
+    }
+    *timeout_ns = blocking ? t : 0;
+    return 0;
+}
+
 #endif

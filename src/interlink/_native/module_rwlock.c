@@ -173,45 +173,6 @@ static PyObject *rw_status_error(RWObject *self, int rc)
     return NULL;
 }
 
-/* acquire_*(blocking=True, timeout=-1); block= accepted too. */
-static int rw_parse_acquire(const char *fname, PyObject *const *args, Py_ssize_t nargs,
-                            PyObject *kwnames, int64_t *timeout_ns)
-{
-    static const char *const names[] = {"blocking", "timeout", "block", NULL};
-    PyObject *a[3];
-    if (fast_args(fname, args, nargs, kwnames, names, 0, a) < 0)
-        return -1;
-    if (a[0] && a[2]) {
-        PyErr_Format(PyExc_TypeError, "%s() got both 'blocking' and 'block'", fname);
-        return -1;
-    }
-    PyObject *blk = a[0] ? a[0] : a[2];
-    int blocking = 1;
-    if (blk) {
-        blocking = PyObject_IsTrue(blk);
-        if (blocking < 0)
-            return -1;
-    }
-    int64_t t = -1;
-    PyObject *to = a[1];
-    if (to != NULL && to != Py_None) {
-        double d = PyFloat_AsDouble(to);
-        if (d == -1.0 && PyErr_Occurred())
-            return -1;
-        if (d != -1.0) {
-            if (!blocking) {
-                PyErr_SetString(PyExc_ValueError,
-                                "can't specify a timeout for a non-blocking call");
-                return -1;
-            }
-            if (parse_timeout(to, &t) < 0)
-                return -1;
-        }
-    }
-    *timeout_ns = blocking ? t : 0;
-    return 0;
-}
-
 /* Repairs run between slices (GIL released: /proc reads). */
 static int rw_repair(RWObject *self)
 {
@@ -306,7 +267,7 @@ static PyObject *rw_acquire_read(RWObject *self, PyObject *const *args, Py_ssize
                                  PyObject *kwnames)
 {
     int64_t t;
-    if (rw_parse_acquire("acquire_read", args, nargs, kwnames, &t) < 0)
+    if (il_parse_acquire("acquire_read", args, nargs, kwnames, &t) < 0)
         return NULL;
     return rw_acquire_read_ns(self, t);
 }
@@ -487,7 +448,7 @@ static PyObject *rw_acquire_write(RWObject *self, PyObject *const *args, Py_ssiz
                                   PyObject *kwnames)
 {
     int64_t t;
-    if (rw_parse_acquire("acquire_write", args, nargs, kwnames, &t) < 0)
+    if (il_parse_acquire("acquire_write", args, nargs, kwnames, &t) < 0)
         return NULL;
     return rw_acquire_write_ns(self, t);
 }
