@@ -336,6 +336,195 @@ static void test_no_wake_without_sleepers(void)
     munmap(l, sizeof *l);
 }
 
+/* ---- lock: the single-CAS fast path (il_lock_try) ------------------------- */
+
+#define T_ST_HELD (UINT64_C(1) << 32)
+#define T_ST_FAST (UINT64_C(1) << 34)
+
+/* A fast-path hold takes no ticket: the turn stays, and a waiter that queues
+ * behind it gets exactly that turn (it must not take the fast hold for a
+ * skip of its ticket); with a waiter queued, il_lock_try never barges, even
+ * in the instant between a release and the waiter's claim. */
+static void test_fast_path_no_ticket_no_barging(void)
+{
+    il_lock *l = shared_alloc(sizeof *l);
+    il_lock_init(l);
+    uint64_t me = il_ident_self();
+    uint32_t tid = my_tid();
+    for (int i = 0; i < 1000; i++) {
+        CHECK_EQ(il_lock_try(l, me, tid, 0), IL_OK);
+        uint64_t s = atomic_load(&l->state);
+        CHECK((s & T_ST_HELD) && (s & T_ST_FAST));
+        CHECK_EQ((uint32_t)s, 0u);               /* no ticket used */
+        CHECK_EQ(atomic_load(&l->next_ticket), 0u);
+        uint64_t hid;
+        uint32_t htid, depth;
+        CHECK_EQ(il_lock_holder(l, &hid, &htid, &depth), 1);
+        CHECK_EQ(hid, il_ident_bare(me));
+        CHECK_EQ(htid, tid);
+        CHECK_EQ(depth, 1u);
+        CHECK_EQ(il_lock_release(l, me, tid), IL_OK);
+        CHECK_EQ(atomic_load(&l->state), 0u); /* turn 0, free, nothing else */
+    }
+    /* A waiter queues behind a fast hold with ticket == turn. */
+    CHECK_EQ(il_lock_try(l, me, tid, 0), IL_OK);
+    hold_arg a = {l, 0, 0};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, holder_thread, &a) == 0);
+    wait_until_waiters(l, 1);
+    CHECK_EQ(atomic_load(&l->next_ticket), 1u); /* the waiter took ticket 0 */
+    CHECK_EQ(il_lock_release(l, me, tid), IL_OK);
+    /* Turn 0 is the waiter's, held or about to be: never ours. */
+    CHECK_EQ(il_lock_try(l, me, tid, 0), IL_BUSY);
+    while (atomic_load(&a.stage) != 1)
+        t_sleep_ms(1);
+    uint64_t hid;
+    uint32_t htid;
+    CHECK_EQ(il_lock_holder(l, &hid, &htid, NULL), 1);
+    CHECK_EQ(htid == tid, 0);
+    uint64_t s = atomic_load(&l->state);
+    CHECK(!(s & T_ST_FAST)); /* claimed with its ticket */
+    atomic_store(&a.stage, 2);
+    pthread_join(th, NULL);
+    CHECK_EQ(atomic_load(&l->state), 1u); /* ticket 0 used up, free */
+    CHECK_EQ(il_lock_try(l, me, tid, 0), IL_OK);
+    CHECK_EQ(il_lock_release(l, me, tid), IL_OK);
+    il_lock_stats st;
+    il_lock_read_stats(l, &st);
+    CHECK_EQ(st.acquisitions, 1003u);
+    CHECK_EQ(st.contentions, 1u);
+    CHECK_EQ(st.skipped, 0u);
+    for (uint32_t i = 0; i < IL_LOCK_QUEUE; i++)
+        CHECK_EQ(atomic_load(&l->q[i].ident), 0);
+    munmap(l, sizeof *l);
+}
+
+/* The identity of a process that has exited (for hand-made dead records). */
+static uint64_t exited_ident(void)
+{
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    pid_t pid = fork_child();
+    if (pid == 0) {
+        uint64_t id = il_ident_self();
+        CHECK(write(fds[1], &id, sizeof id) == (ssize_t)sizeof id);
+        _exit(0);
+    }
+    uint64_t id = 0;
+    CHECK(read(fds[0], &id, sizeof id) == (ssize_t)sizeof id);
+    wait_exit(pid);
+    close(fds[0]);
+    close(fds[1]);
+    CHECK(id != 0 && !il_ident_alive(id));
+    return id;
+}
+
+/* A process killed inside il_lock_try.  The fast path writes its identity
+ * into a queue entry (CAS) *before* the one CAS that names that entry in the
+ * state word, so there is no instant where the lock is held by nobody known:
+ *   (a) killed after claiming the entry, before the state CAS: a dead entry
+ *       no state names -- freed by the next check, the lock was never held;
+ *   (b) killed after the state CAS, before the bookkeeping (depth, counters):
+ *       a dead holder -- recovered, the next acquirer gets IL_OWNERDIED within
+ *       one slice, and the turn stays (a fast hold used no ticket). */
+static void test_fast_path_killed_in_windows(void)
+{
+    uint64_t dead = exited_ident();
+    uint64_t me = il_ident_self();
+    uint32_t tid = my_tid();
+    il_lock *l = shared_alloc(sizeof *l);
+    /* (a) */
+    il_lock_init(l);
+    atomic_store(&l->q[5].ident, il_ident_bare(dead));
+    atomic_store(&l->q[5].tid, 4242u);
+    atomic_store(&l->q[5].ticket, UINT64_C(1) << 33); /* what the fast path writes */
+    CHECK_EQ(il_lock_try(l, me, tid, 0), IL_OK);      /* never held: no wait */
+    CHECK_EQ(il_lock_release(l, me, tid), IL_OK);
+    CHECK(il_lock_check_owner(l, NULL) >= 1);         /* the dead entry is freed */
+    for (uint32_t i = 0; i < IL_LOCK_QUEUE; i++)
+        CHECK_EQ(atomic_load(&l->q[i].ident), 0);
+    /* (b), with and without a waiter queued behind the dead fast holder */
+    for (int queued = 0; queued < 2; queued++) {
+        il_lock_init(l);
+        atomic_store(&l->q[9].ident, il_ident_bare(dead));
+        atomic_store(&l->q[9].tid, 4243u);
+        atomic_store(&l->q[9].ticket, UINT64_C(1) << 33);
+        atomic_store(&l->state, T_ST_HELD | T_ST_FAST | (UINT64_C(9) << 40)); /* depth 0 */
+        uint64_t hid;
+        uint32_t htid;
+        CHECK_EQ(il_lock_holder(l, &hid, &htid, NULL), 1);
+        CHECK_EQ(htid, 4243u);
+        int64_t t0 = il_now_ns();
+        int rc;
+        if (queued) {
+            rc = il_lock_acquire(l, me, tid, 0, 1000 * MS, SLICE); /* queues, ticket 0 */
+            CHECK_EQ(atomic_load(&l->next_ticket), 1u);
+        } else {
+            rc = il_lock_acquire(l, me, tid, 0, 0, SLICE); /* try + one check */
+        }
+        CHECK_EQ(rc, IL_OWNERDIED);
+        CHECK(il_now_ns() - t0 < 500 * MS);
+        CHECK_EQ(il_lock_holder(l, &hid, &htid, NULL), 1);
+        CHECK_EQ(htid, tid);
+        CHECK_EQ(il_lock_release(l, me, tid), IL_OK);
+        /* The news is given once; the lock works on. */
+        CHECK_EQ(il_lock_try(l, me, tid, 0), IL_OK);
+        CHECK_EQ(il_lock_release(l, me, tid), IL_OK);
+        CHECK_EQ(atomic_load(&l->next_ticket), (uint32_t)queued);
+        CHECK_EQ((uint32_t)atomic_load(&l->state), (uint32_t)queued);
+        il_lock_stats st;
+        il_lock_read_stats(l, &st);
+        CHECK_EQ(st.owner_died, 1u);
+        for (uint32_t i = 0; i < IL_LOCK_QUEUE; i++)
+            CHECK_EQ(atomic_load(&l->q[i].ident), 0);
+    }
+    munmap(l, sizeof *l);
+}
+
+/* A real process killed at random points of a tight il_lock_try/release loop
+ * (so also inside both windows above, now and then): each time the lock is
+ * either free or recovered (IL_OWNERDIED) within one slice, never wedged. */
+static void test_fast_path_chaos_kill9(void)
+{
+    il_lock *l = shared_alloc(sizeof *l);
+    il_lock_init(l);
+    _Atomic int *go = shared_alloc(sizeof *go);
+    uint64_t me = il_ident_self();
+    uint32_t tid = my_tid();
+    int died = 0;
+    for (int round = 0; round < 40; round++) {
+        atomic_store(go, 0);
+        pid_t pid = fork_child();
+        if (pid == 0) {
+            uint64_t c = il_ident_self();
+            uint32_t ct = my_tid();
+            atomic_store(go, 1);
+            for (;;) {
+                if (il_lock_try(l, c, ct, 0) == IL_OK)
+                    il_lock_release(l, c, ct);
+            }
+        }
+        while (!atomic_load(go))
+            sched_yield();
+        t_sleep_ms(1 + round % 3);
+        CHECK(kill(pid, SIGKILL) == 0);
+        wait_exit(pid);
+        int64_t t0 = il_now_ns();
+        int rc = il_lock_acquire(l, me, tid, 0, 2000 * MS, SLICE);
+        CHECK(acquired(rc));
+        CHECK(il_now_ns() - t0 < 1000 * MS);
+        died += rc == IL_OWNERDIED;
+        CHECK_EQ(il_lock_release(l, me, tid), IL_OK);
+        il_lock_check_owner(l, NULL); /* frees an entry claimed by the dead child */
+        for (uint32_t i = 0; i < IL_LOCK_QUEUE; i++)
+            CHECK_EQ(atomic_load(&l->q[i].ident), 0);
+        CHECK_EQ(atomic_load(&l->next_ticket), (uint32_t)atomic_load(&l->state));
+    }
+    printf("        %d of 40 kills hit a held lock (recovered with IL_OWNERDIED)\n", died);
+    munmap((void *)go, sizeof *go);
+    munmap(l, sizeof *l);
+}
+
 /* ---- lock: owner death ---------------------------------------------------- */
 
 typedef struct death_shared {
@@ -900,6 +1089,9 @@ int main(int argc, char **argv)
         {"lock_mutex_4_processes_100k", test_mutex_4_processes, 180},
         {"lock_fifo_order", test_fifo_order, 0},
         {"lock_no_wake_without_sleepers", test_no_wake_without_sleepers, 0},
+        {"lock_fast_path_no_ticket_no_barging", test_fast_path_no_ticket_no_barging, 0},
+        {"lock_fast_path_killed_in_windows", test_fast_path_killed_in_windows, 0},
+        {"lock_fast_path_chaos_kill9", test_fast_path_chaos_kill9, 120},
         {"lock_holder_killed_one_waiter", test_holder_killed_one_waiter, 0},
         {"lock_holder_killed_many_waiters", test_holder_killed_many_waiters, 0},
         {"lock_waiter_killed_is_skipped", test_waiter_killed_is_skipped, 0},

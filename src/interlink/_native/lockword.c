@@ -14,11 +14,17 @@
 
 #define ST_HELD (UINT64_C(1) << 32)
 #define ST_DIED (UINT64_C(1) << 33)
+#define ST_FAST (UINT64_C(1) << 34) /* held without a ticket (il_lock_try) */
 #define ST_IDX_SHIFT 40
+
+/* The ticket field of an entry that holds the lock without a ticket (fast
+ * path): not IL_LOCK_TICKET_VALID, not 0 ("taking one"). */
+#define ENTRY_FASTHOLD (UINT64_C(1) << 33)
 
 static inline uint32_t st_turn(uint64_t s) { return (uint32_t)s; }
 static inline int st_held(uint64_t s) { return (s & ST_HELD) != 0; }
 static inline int st_died(uint64_t s) { return (s & ST_DIED) != 0; }
+static inline int st_fast(uint64_t s) { return (s & ST_FAST) != 0; }
 static inline uint32_t st_idx(uint64_t s) { return (uint32_t)(s >> ST_IDX_SHIFT) & 0xFFu; }
 
 static inline uint64_t st_free(uint32_t turn, int died)
@@ -30,6 +36,10 @@ static inline uint64_t st_heldby(uint32_t turn, uint32_t idx)
 {
     return (uint64_t)turn | ST_HELD | ((uint64_t)idx << ST_IDX_SHIFT);
 }
+
+/* The turn after the hold in s ends (release or recovery): a ticket holder
+ * used up ticket `turn`; a fast-path holder took none, so the turn stays. */
+static inline uint32_t st_next_turn(uint64_t s) { return st_turn(s) + (st_fast(s) ? 0u : 1u); }
 
 /* t comes before u in ticket order (wrap-around safe). */
 static inline int ticket_before(uint32_t t, uint32_t u) { return (int32_t)(t - u) < 0; }
@@ -55,14 +65,14 @@ int il_lock_validate(const il_lock *l)
 }
 
 /* The holder's entry, or NULL if the state names no valid one. */
-static il_lock_entry *holder_entry(il_lock *l, uint64_t s)
+static inline il_lock_entry *holder_entry(il_lock *l, uint64_t s)
 {
     if (!st_held(s) || st_idx(s) >= IL_LOCK_QUEUE)
         return NULL;
     return &l->q[st_idx(s)];
 }
 
-static int holder_is(il_lock *l, uint64_t s, uint64_t ident, uint32_t tid)
+static inline int holder_is(il_lock *l, uint64_t s, uint64_t ident, uint32_t tid)
 {
     il_lock_entry *e = holder_entry(l, s);
     return e != NULL && atomic_load_explicit(&e->ident, memory_order_acquire) == ident &&
@@ -118,13 +128,16 @@ static void wake_entry(il_lock *l, il_lock_entry *e)
 /* The turn just moved to `turn` (by a release, skip or recovery, a seq_cst
  * RMW): wake the waiter of that ticket if it sleeps.  No syscall and no scan
  * when nobody has taken a ticket beyond the new turn. */
-static void hand_off(il_lock *l, uint32_t turn)
+static void hand_off_slow(il_lock *l, uint32_t turn, uint32_t next)
 {
-    uint32_t next = atomic_load_explicit(&l->next_ticket, memory_order_seq_cst);
     if (next != turn) {
+        /* Start where the latest ticket taker sits: with one waiter (the
+         * common hand-off) the first entry looked at is the right one, and
+         * the scan does not pull the whole queue into this CPU's cache. */
         uint64_t want = valid_ticket(turn);
-        for (uint32_t i = 0; i < IL_LOCK_QUEUE; i++) {
-            il_lock_entry *e = &l->q[i];
+        uint32_t start = atomic_load_explicit(&l->hint, memory_order_relaxed);
+        for (uint32_t k = 0; k < IL_LOCK_QUEUE; k++) {
+            il_lock_entry *e = &l->q[(start + k) & (IL_LOCK_QUEUE - 1)];
             if (atomic_load_explicit(&e->ticket, memory_order_seq_cst) == want &&
                 atomic_load_explicit(&e->ident, memory_order_relaxed) != 0) {
                 wake_entry(l, e);
@@ -139,8 +152,15 @@ static void hand_off(il_lock *l, uint32_t turn)
     }
 }
 
+static inline void hand_off(il_lock *l, uint32_t turn)
+{
+    uint32_t next = atomic_load_explicit(&l->next_ticket, memory_order_seq_cst);
+    if (next != turn || atomic_load_explicit(&l->overflow, memory_order_seq_cst) != 0)
+        hand_off_slow(l, turn, next);
+}
+
 /* Bookkeeping by the new holder (it alone writes these while it holds). */
-static int claimed(il_lock *l, int died, int contended)
+static inline int claimed(il_lock *l, int died, int contended)
 {
     atomic_store_explicit(&l->depth, 1, memory_order_relaxed);
     uint64_t a = atomic_load_explicit(&l->acquisitions, memory_order_relaxed);
@@ -166,6 +186,36 @@ static int reenter(il_lock *l)
     return IL_OK;
 }
 
+/* Claim a free queue entry as the record of a fast-path hold: one CAS on
+ * ident, then plain stores (the state CAS that names the entry publishes
+ * them).  Starts at the thread's own spot, as entry_claim. */
+static inline int32_t entry_claim_fast(il_lock *l, uint64_t ident, uint32_t tid)
+{
+    uint32_t start = (tid * UINT32_C(0x9E3779B1)) >> 26;
+    for (uint32_t k = 0; k < IL_LOCK_QUEUE; k++) {
+        uint32_t i = (start + k) & (IL_LOCK_QUEUE - 1);
+        il_lock_entry *e = &l->q[i];
+        uint64_t expected = 0;
+        if (atomic_load_explicit(&e->ident, memory_order_relaxed) != 0 ||
+            !atomic_compare_exchange_strong_explicit(&e->ident, &expected, ident,
+                                                     memory_order_acquire,
+                                                     memory_order_relaxed))
+            continue;
+        atomic_store_explicit(&e->tid, tid, memory_order_relaxed);
+        atomic_store_explicit(&e->sleeping, 0, memory_order_relaxed);
+        atomic_store_explicit(&e->ticket, ENTRY_FASTHOLD, memory_order_relaxed);
+        return (int32_t)i;
+    }
+    return -1;
+}
+
+/* Give back an entry that no state word names (a fast claim that lost). */
+static inline void entry_unclaim(il_lock_entry *e)
+{
+    atomic_store_explicit(&e->ticket, 0, memory_order_relaxed);
+    atomic_store_explicit(&e->ident, 0, memory_order_release);
+}
+
 int il_lock_try(il_lock *l, uint64_t ident, uint32_t tid, int recursive)
 {
     ident = il_ident_bare(ident);
@@ -177,32 +227,22 @@ int il_lock_try(il_lock *l, uint64_t ident, uint32_t tid, int recursive)
             return reenter(l);
         return IL_BUSY;
     }
+    /* Nobody holds a ticket beyond the turn: nobody queued (FIFO, no barging
+     * past a waiter whose ticket was taken before we looked). */
     uint32_t t = st_turn(s);
-    if (atomic_load_explicit(&l->next_ticket, memory_order_relaxed) != t)
-        return IL_BUSY; /* others are queued: FIFO, no barging */
-    int32_t idx = entry_claim(l, ident, tid);
+    if (atomic_load_explicit(&l->next_ticket, memory_order_seq_cst) != t)
+        return IL_BUSY;
+    int32_t idx = entry_claim_fast(l, ident, tid);
     if (idx < 0)
         return IL_BUSY;
-    il_lock_entry *e = &l->q[idx];
-    uint32_t expect = t;
-    if (!atomic_compare_exchange_strong_explicit(&l->next_ticket, &expect, t + 1,
-                                                 memory_order_seq_cst, memory_order_relaxed)) {
-        entry_free(e, ident);
-        return IL_BUSY;
-    }
-    atomic_store_explicit(&e->ticket, valid_ticket(t), memory_order_seq_cst);
-    for (;;) {
-        if (atomic_compare_exchange_strong_explicit(&l->state, &s, st_heldby(t, (uint32_t)idx),
-                                                    memory_order_seq_cst,
-                                                    memory_order_acquire))
-            return claimed(l, st_died(s), 0);
-        if (st_held(s) || st_turn(s) != t) {
-            /* Our ticket was skipped (we looked stalled): give the entry back. */
-            entry_free(e, ident);
-            return IL_BUSY;
-        }
-        /* only the DIED bit changed: retry */
-    }
+    /* One CAS takes the lock without a ticket: (t, free) -> (t, HELD|FAST, idx).
+     * The turn stays t, so a waiter that took ticket t meanwhile is next. */
+    uint64_t want = st_heldby(t, (uint32_t)idx) | ST_FAST;
+    if (atomic_compare_exchange_strong_explicit(&l->state, &s, want, memory_order_seq_cst,
+                                                memory_order_relaxed))
+        return claimed(l, st_died(s), 0);
+    entry_unclaim(&l->q[idx]); /* never named by the state: nobody else looks at it */
+    return IL_BUSY;
 }
 
 void il_lock_wait_begin(il_lock_waiter *w, il_lock *l, uint64_t ident, uint32_t tid,
@@ -226,6 +266,7 @@ static void take_ticket(il_lock_waiter *w)
     atomic_store_explicit(&e->ticket, valid_ticket(t), memory_order_seq_cst);
     w->ticket = t;
     w->has_ticket = 1;
+    atomic_store_explicit(&w->l->hint, (uint32_t)w->entry, memory_order_relaxed);
 }
 
 int il_lock_wait_poll(il_lock_waiter *w)
@@ -262,7 +303,8 @@ int il_lock_wait_poll(il_lock_waiter *w)
             }
             continue; /* s reloaded by the failed CAS */
         }
-        if (ticket_before(w->ticket, turn) || (turn == w->ticket && st_held(s))) {
+        if (ticket_before(w->ticket, turn) ||
+            (turn == w->ticket && st_held(s) && !st_fast(s))) {
             /* Our turn passed without us (skipped as dead or stalled): queue again. */
             take_ticket(w);
             s = atomic_load_explicit(&l->state, memory_order_seq_cst);
@@ -283,17 +325,39 @@ int il_lock_wait_slice(il_lock_waiter *w, int64_t slice_ns)
     if (rc != IL_BUSY)
         return rc;
     w->contended = 1;
-    /* Bounded spin: a hand-off within a few microseconds costs no syscall. */
+    /* Bounded, adaptive spin: a hand-off within a few microseconds costs no
+     * syscall, but a spin that does not end in the lock is pure loss, and it
+     * delays the releaser when that shares our CPU (2 cores under load), and
+     * a pause can cost ~80 ns in a VM (128 rounds: 10 µs).  So the limit
+     * follows recent successful spins: `spin` jumps up to what a successful
+     * spin took and decays by 1/16 per failed one; the limit is twice that
+     * plus IL_LOCK_SPIN_MIN, at most IL_LOCK_SPIN.  Every 32nd ticket spins
+     * at least IL_LOCK_SPIN_PROBE rounds, so that a lock whose spins have
+     * started to pay off again is noticed. */
+    uint32_t avg = atomic_load_explicit(&l->spin, memory_order_relaxed);
+    uint32_t limit = IL_LOCK_SPIN_MIN + avg / 8; /* 2 * (avg / 16) */
+    if ((w->ticket & 31u) == 0 && limit < IL_LOCK_SPIN_PROBE)
+        limit = IL_LOCK_SPIN_PROBE;
+    if (limit > IL_LOCK_SPIN)
+        limit = IL_LOCK_SPIN;
+    uint32_t took = 0; /* rounds of a successful spin, 0: failed */
     uint64_t s0 = atomic_load_explicit(&l->state, memory_order_relaxed);
-    for (int i = 0; i < IL_LOCK_SPIN; i++) {
+    for (uint32_t i = 0; i < limit; i++) {
         il_cpu_relax();
         if (atomic_load_explicit(&l->state, memory_order_relaxed) != s0) {
             rc = il_lock_wait_poll(w);
-            if (rc != IL_BUSY)
-                return rc;
+            if (rc != IL_BUSY) {
+                took = i + 1;
+                break;
+            }
             s0 = atomic_load_explicit(&l->state, memory_order_relaxed);
         }
     }
+    uint32_t next = took != 0 ? (took * 16 > avg ? took * 16 : avg) : avg - avg / 16;
+    if (next != avg)
+        atomic_store_explicit(&l->spin, next, memory_order_relaxed);
+    if (took != 0)
+        return rc;
     int frc;
     if (w->entry < 0) {
         /* No queue entry free: sleep on the overflow word, retry afterwards. */
@@ -391,14 +455,14 @@ int il_lock_check_owner(il_lock *l, il_lock_waiter *w)
             return -IL_CORRUPT;
         uint64_t id = atomic_load_explicit(&e->ident, memory_order_acquire);
         if (id == 0 || !alive_cached(&cache, id)) {
-            uint32_t turn = st_turn(s);
-            if (atomic_compare_exchange_strong_explicit(&l->state, &s, st_free(turn + 1, 1),
+            uint32_t turn = st_next_turn(s);
+            if (atomic_compare_exchange_strong_explicit(&l->state, &s, st_free(turn, 1),
                                                         memory_order_seq_cst,
                                                         memory_order_relaxed)) {
                 atomic_store_explicit(&l->depth, 0, memory_order_relaxed);
                 if (id != 0)
                     entry_free(e, id);
-                hand_off(l, turn + 1);
+                hand_off(l, turn);
                 repairs++;
             }
             s = atomic_load_explicit(&l->state, memory_order_seq_cst);
@@ -509,7 +573,7 @@ int il_lock_acquire(il_lock *l, uint64_t ident, uint32_t tid, int recursive, int
     }
 }
 
-int il_lock_release(il_lock *l, uint64_t ident, uint32_t tid)
+static int release_level(il_lock *l, uint64_t ident, uint32_t tid, int self)
 {
     ident = il_ident_bare(ident);
     uint64_t s = atomic_load_explicit(&l->state, memory_order_acquire);
@@ -521,16 +585,41 @@ int il_lock_release(il_lock *l, uint64_t ident, uint32_t tid)
         return IL_OK;
     }
     il_lock_entry *e = holder_entry(l, s);
-    uint32_t turn = st_turn(s);
+    uint32_t turn = st_next_turn(s);
     atomic_store_explicit(&l->depth, 0, memory_order_relaxed);
-    if (!atomic_compare_exchange_strong_explicit(&l->state, &s, st_free(turn + 1, 0),
+    if (!atomic_compare_exchange_strong_explicit(&l->state, &s, st_free(turn, 0),
                                                  memory_order_seq_cst, memory_order_relaxed)) {
         atomic_store_explicit(&l->depth, d, memory_order_relaxed);
         return IL_INVALID; /* recovered from under us: we were taken for dead */
     }
-    entry_free(e, ident);
-    hand_off(l, turn + 1);
+    if (self) {
+        /* Our own entry: nobody else frees the entry of a live process, so
+         * plain stores do (no locked instruction on the uncontended path). */
+        atomic_store_explicit(&e->ticket, 0, memory_order_relaxed);
+        atomic_store_explicit(&e->ident, 0, memory_order_release);
+    } else {
+        entry_free(e, ident); /* the holder may be dead: race check_owner fairly */
+    }
+    hand_off(l, turn);
     return IL_OK;
+}
+
+int il_lock_release(il_lock *l, uint64_t ident, uint32_t tid)
+{
+    return release_level(l, ident, tid, 1);
+}
+
+int il_lock_release_holder(il_lock *l)
+{
+    uint64_t s = atomic_load_explicit(&l->state, memory_order_acquire);
+    il_lock_entry *e = holder_entry(l, s);
+    if (e == NULL)
+        return IL_INVALID;
+    uint64_t ident = atomic_load_explicit(&e->ident, memory_order_acquire);
+    uint32_t tid = atomic_load_explicit(&e->tid, memory_order_relaxed);
+    if (ident == 0)
+        return IL_INVALID;
+    return release_level(l, ident, tid, 0);
 }
 
 int il_lock_holder(const il_lock *l, uint64_t *ident, uint32_t *tid, uint32_t *depth)
@@ -561,7 +650,7 @@ uint32_t il_lock_waiters(const il_lock *l)
         if (st_held(s) && st_idx(s) == i)
             continue;
         uint64_t tk = atomic_load_explicit(&e->ticket, memory_order_acquire);
-        if (tk == 0 || !ticket_before((uint32_t)tk, turn))
+        if (tk == 0 || ((tk & IL_LOCK_TICKET_VALID) && !ticket_before((uint32_t)tk, turn)))
             n++;
     }
     return n + atomic_load_explicit(&m->overflow, memory_order_relaxed);

@@ -62,7 +62,9 @@ _Static_assert(IL_OWNERDIED > IL_INVALID, "IL_OWNERDIED is a new status code");
 #define IL_SEM_MAGIC 0x504D4553u  /* "SEMP" */
 
 #define IL_LOCK_QUEUE 64u                       /* entries: concurrent waiters+holder */
-#define IL_LOCK_SPIN 128                        /* pause rounds before sleeping */
+#define IL_LOCK_SPIN 128                        /* pause rounds before sleeping, at most */
+#define IL_LOCK_SPIN_MIN 2                      /* ... at least (adaptive: il_lock.spin) */
+#define IL_LOCK_SPIN_PROBE 32                   /* rounds of every 32nd wait's spin, at least */
 #define IL_LOCK_STALL_NS (100LL * 1000 * 1000)  /* a live turn-holder not claiming */
 #define IL_SEM_HUNGRY_NS (50LL * 1000 * 1000)   /* a sem waiter posts a reservation */
 #define IL_SEM_MAX_N ((UINT32_C(1) << 24) - 1)  /* units per reservation */
@@ -88,6 +90,10 @@ typedef struct il_lock {
     uint32_t nentries;            /* IL_LOCK_QUEUE */
     _Atomic uint32_t overflow;     /* waiters that found no free queue entry */
     _Atomic uint32_t overflow_seq; /* futex word they sleep on */
+    _Atomic uint32_t spin;         /* adaptive spin: rounds recent successful spins
+                                    * took, x16 (a hint: relaxed, races harmless) */
+    _Atomic uint32_t hint;         /* entry of the latest ticket taker: where the
+                                    * hand-off scan starts (a hint, as spin) */
     /* statistics */
     _Alignas(64) _Atomic uint64_t acquisitions; /* successful claims (not re-entries) */
     _Atomic uint64_t contentions;  /* acquisitions that had to wait */
@@ -158,8 +164,14 @@ int il_lock_acquire(il_lock *l, uint64_t ident, uint32_t tid, int recursive, int
                     int64_t slice_ns);
 
 /* Release one level: IL_OK, or IL_INVALID when (ident, tid) does not hold the
- * lock (nothing is changed then).  Wakes the next waiter only if it sleeps. */
+ * lock (nothing is changed then).  Wakes the next waiter only if it sleeps.
+ * Called by the holding thread itself (its process is alive). */
 int il_lock_release(il_lock *l, uint64_t ident, uint32_t tid);
+
+/* Release one level on behalf of whoever holds the lock (threading.Lock lets
+ * any thread release; the holder may even be dead): IL_OK, or IL_INVALID when
+ * it is not held (or changed hands meanwhile). */
+int il_lock_release_holder(il_lock *l);
 
 /* The holder: 1 and (*ident, *tid, *depth) when held, 0 when free. */
 int il_lock_holder(const il_lock *l, uint64_t *ident, uint32_t *tid, uint32_t *depth);
