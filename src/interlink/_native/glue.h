@@ -142,6 +142,10 @@ int il_rwlock_exec(PyObject *m, module_state *st);
 static inline int il_parse_acquire(const char *fname, PyObject *const *args, Py_ssize_t nargs,
                                    PyObject *kwnames, int64_t *timeout_ns)
 {
+    if (nargs == 0 && kwnames == NULL) {
+        *timeout_ns = -1; /* acquire(): the common case, no parsing */
+        return 0;
+    }
     static const char *const names[] = {"blocking", "timeout", "block", NULL};
     PyObject *a[3];
     if (fast_args(fname, args, nargs, kwnames, names, 0, a) < 0)

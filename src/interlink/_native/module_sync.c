@@ -18,6 +18,7 @@
 #include <Python.h>
 #include <structmember.h>
 
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -61,18 +62,32 @@ typedef struct {
     PyObject *dict;
 } SyncObject;
 
-/* The calling thread's kernel tid, cached per thread (and per fork). */
-static _Thread_local uint32_t tl_tid;
-static _Thread_local uint64_t tl_gen;
+/* Fork generation and the calling thread's kernel tid, both kept current by
+ * an atfork child handler (installed by il_sync_exec, before any handle
+ * exists): the child's only thread is the one that forked, so resetting its
+ * cached tid there is enough.  The hot paths (acquire/release) then read one
+ * initial-exec thread-local and one global instead of calling into proc.c and
+ * going through __tls_get_addr. */
+static _Atomic uint64_t g_sync_fork_gen;
+static _Thread_local uint32_t tl_tid __attribute__((tls_model("initial-exec")));
 
-static uint32_t self_tid(void)
+static void sync_after_fork_child(void)
 {
-    uint64_t gen = il_fork_generation();
-    if (tl_tid == 0 || tl_gen != gen) {
-        tl_tid = (uint32_t)syscall(SYS_gettid);
-        tl_gen = gen;
-    }
-    return tl_tid;
+    atomic_fetch_add_explicit(&g_sync_fork_gen, 1, memory_order_relaxed);
+    tl_tid = 0;
+}
+
+static inline uint64_t sync_fork_gen(void)
+{
+    return atomic_load_explicit(&g_sync_fork_gen, memory_order_relaxed);
+}
+
+static inline uint32_t self_tid(void)
+{
+    uint32_t tid = tl_tid;
+    if (__builtin_expect(tid == 0, 0))
+        tl_tid = tid = (uint32_t)syscall(SYS_gettid);
+    return tid;
 }
 
 static void sync_maybe_release_buffer(SyncObject *self)
@@ -146,7 +161,7 @@ static int sync_attach(SyncObject *self)
         PyErr_SetString(PyExc_OSError, "cannot read this process's start time from /proc");
         return -1;
     }
-    self->fork_gen = il_fork_generation();
+    self->fork_gen = sync_fork_gen();
     int rc = il_seg_attach(self->hdr, self->ident, 0, &self->slot);
     if (rc == IL_NOSLOT) {
         sync_reclaim(self);
@@ -164,11 +179,11 @@ static int sync_attach(SyncObject *self)
  * child is a new user: it holds nothing of its parent's). */
 static inline int sync_check(SyncObject *self)
 {
-    if (self->closed || !self->has_buf) {
+    if (__builtin_expect(self->closed || !self->has_buf, 0)) {
         PyErr_SetString(self->st->Closed, "this handle is closed");
         return -1;
     }
-    if (self->fork_gen != il_fork_generation()) {
+    if (__builtin_expect(self->fork_gen != sync_fork_gen(), 0)) {
         self->attached = 0;
         self->owner_died = 0;
         if (sync_attach(self) < 0)
@@ -209,7 +224,7 @@ static void sync_unbind(SyncObject *self)
  * otherwise be charged to a free slot (see docs/design/sync.md). */
 static void sync_detach(SyncObject *self)
 {
-    if (!self->has_buf || !self->attached || self->fork_gen != il_fork_generation())
+    if (!self->has_buf || !self->attached || self->fork_gen != sync_fork_gen())
         return;
     if (self->sem) {
         uint32_t held = il_sem_held(self->sem, self->slot);
@@ -317,8 +332,12 @@ static int lock_wait_inner(SyncObject *self, uint32_t tid, int64_t timeout_ns, i
     il_lock_waiter w;
     il_lock_wait_begin(&w, l, self->ident, tid, self->recursive);
     int64_t deadline = deadline_for(timeout_ns);
-    int64_t last_check = il_now_ns();
-    int64_t started = last_check, last_dd = 0;
+    /* Without a timeout no clock is read before the first slice (a hand-off
+     * to a sleeping waiter is a few microseconds; clock reads cost ~0.1 µs
+     * each in VMs): `started` is then dated back from the end of the first
+     * slice that did not acquire. */
+    int64_t started = timeout_ns < 0 ? 0 : il_now_ns();
+    int64_t last_check = started, last_dd = 0;
     for (;;) {
         int rc = il_lock_wait_poll(&w);
         if (rc != IL_BUSY) {
@@ -329,7 +348,7 @@ static int lock_wait_inner(SyncObject *self, uint32_t tid, int64_t timeout_ns, i
             }
             return rc;
         }
-        int64_t now = il_now_ns();
+        int64_t now = deadline == INT64_MAX ? 0 : il_now_ns();
         if (now >= deadline) {
             il_lock_wait_cancel(&w);
             return IL_TIMEOUT;
@@ -357,6 +376,10 @@ static int lock_wait_inner(SyncObject *self, uint32_t tid, int64_t timeout_ns, i
             return -1;
         }
         now = il_now_ns();
+        if (started == 0) {
+            started = rc == IL_TIMEOUT ? now - slice : now;
+            last_check = started;
+        }
         if (rc == IL_TIMEOUT || now - last_check >= SYNC_SLICE_NS) {
             int r;
             self->waiters++;
@@ -429,12 +452,9 @@ static PyObject *lock_finish(SyncObject *self, int rc, uint32_t tid)
     Py_RETURN_TRUE;
 }
 
-static PyObject *lock_acquire_ns(SyncObject *self, int64_t timeout_ns)
+/* Everything after the first il_lock_try (rc) of an acquire. */
+static PyObject *lock_after_try(SyncObject *self, int rc, uint32_t tid, int64_t timeout_ns)
 {
-    if (sync_check(self) < 0)
-        return NULL;
-    uint32_t tid = self_tid();
-    int rc = il_lock_try(self->lock, self->ident, tid, self->recursive);
     if (rc == IL_BUSY && timeout_ns == 0) {
         /* A dead holder must not make non-blocking acquires fail forever. */
         int r;
@@ -464,6 +484,15 @@ static PyObject *lock_acquire_ns(SyncObject *self, int64_t timeout_ns)
     return lock_finish(self, rc, tid);
 }
 
+static PyObject *lock_acquire_ns(SyncObject *self, int64_t timeout_ns)
+{
+    if (sync_check(self) < 0)
+        return NULL;
+    uint32_t tid = self_tid();
+    int rc = il_lock_try(self->lock, self->ident, tid, self->recursive);
+    return lock_after_try(self, rc, tid, timeout_ns);
+}
+
 PyDoc_STRVAR(lock_acquire_doc,
              "acquire($self, /, blocking=True, timeout=-1)\n--\n\n"
              "Acquire the lock, waiting at most `timeout` seconds (-1 or None: no limit); "
@@ -475,6 +504,18 @@ PyDoc_STRVAR(lock_acquire_doc,
 static PyObject *lock_acquire(SyncObject *self, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames)
 {
+    if (nargs == 0 && kwnames == NULL) {
+        /* acquire(): the hot case, kept short (same steps as lock_acquire_ns). */
+        if (sync_check(self) < 0)
+            return NULL;
+        uint32_t tid = self_tid();
+        int rc = il_lock_try(self->lock, self->ident, tid, self->recursive);
+        if (rc == IL_OK && !self->recursive) {
+            self->owner_died = 0; /* a fresh, clean acquisition (lock_finish) */
+            Py_RETURN_TRUE;
+        }
+        return lock_after_try(self, rc, tid, -1);
+    }
     int64_t timeout_ns;
     if (il_parse_acquire("acquire", args, nargs, kwnames, &timeout_ns) < 0)
         return NULL;
@@ -495,10 +536,7 @@ static int lock_release_impl(SyncObject *self)
     }
     /* threading.Lock has no owner: any thread (here: any process) may release
      * it.  Release on behalf of the current holder. */
-    uint64_t hid;
-    uint32_t htid, depth;
-    if (il_lock_holder(self->lock, &hid, &htid, &depth) &&
-        il_lock_release(self->lock, hid, htid) == IL_OK)
+    if (il_lock_release_holder(self->lock) == IL_OK)
         return 0;
     PyErr_SetString(PyExc_RuntimeError, "release unlocked lock");
     return -1;
@@ -1170,6 +1208,12 @@ static PyMethodDef sync_module_methods[] = {
 
 int il_sync_exec(PyObject *m, module_state *st)
 {
+    static atomic_flag atfork_installed = ATOMIC_FLAG_INIT;
+    if (!atomic_flag_test_and_set(&atfork_installed) &&
+        pthread_atfork(NULL, NULL, sync_after_fork_child) != 0) {
+        PyErr_SetString(PyExc_OSError, "pthread_atfork failed");
+        return -1;
+    }
     st->LockCoreType = (PyTypeObject *)PyType_FromModuleAndSpec(m, &lock_spec, NULL);
     st->SemaphoreCoreType = (PyTypeObject *)PyType_FromModuleAndSpec(m, &sem_spec, NULL);
     if (!st->LockCoreType || !st->SemaphoreCoreType)
