@@ -331,12 +331,12 @@ int il_lock_wait_slice(il_lock_waiter *w, int64_t slice_ns)
      * a pause can cost ~80 ns in a VM (128 rounds: 10 µs).  So the limit
      * follows recent successful spins: `spin` jumps up to what a successful
      * spin took and decays by 1/16 per failed one; the limit is twice that
-     * plus IL_LOCK_SPIN_MIN, at most IL_LOCK_SPIN.  Every 32nd ticket spins
+     * plus IL_LOCK_SPIN_MIN, at most IL_LOCK_SPIN.  Every 64th ticket spins
      * at least IL_LOCK_SPIN_PROBE rounds, so that a lock whose spins have
      * started to pay off again is noticed. */
     uint32_t avg = atomic_load_explicit(&l->spin, memory_order_relaxed);
     uint32_t limit = IL_LOCK_SPIN_MIN + avg / 8; /* 2 * (avg / 16) */
-    if ((w->ticket & 31u) == 0 && limit < IL_LOCK_SPIN_PROBE)
+    if ((w->ticket & 63u) == 0 && limit < IL_LOCK_SPIN_PROBE)
         limit = IL_LOCK_SPIN_PROBE;
     if (limit > IL_LOCK_SPIN)
         limit = IL_LOCK_SPIN;

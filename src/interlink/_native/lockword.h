@@ -10,6 +10,8 @@
  *                   bit   32     HELD: the waiter holding ticket `turn` has it
  *                   bit   33     DIED: the previous holder died while holding;
  *                                the next claimer takes it and gets IL_OWNERDIED
+ *                   bit   34     FAST: held via il_lock_try without a ticket
+ *                                (the turn stays when it ends)
  *                   bits 40..47  index of the holder's queue entry (when HELD)
  *   next_ticket     the next ticket to hand out (fetch-add / CAS)
  *   q[IL_LOCK_QUEUE] queue entries, one per thread that waits or holds:
@@ -19,6 +21,10 @@
  * A thread takes an entry (CAS ident 0 -> its identity), takes a ticket, and
  * claims the lock with one CAS  (turn, free) -> (turn, HELD, its entry)  when
  * turn equals its ticket.  The release is one CAS (T, HELD, e) -> (T+1, free).
+ * Fast path (nobody queued: next_ticket == turn): take an entry, then one CAS
+ * (T, free) -> (T, HELD|FAST, e) with no ticket; its release is
+ * (T, HELD|FAST, e) -> (T, free), so a waiter that took ticket T meanwhile is
+ * next.
  * Waiters whose ticket comes up while they are dead (or stalled past a grace
  * period) are skipped with CAS (T, free) -> (T+1, free); a live waiter that was
  * skipped notices (turn passed its ticket) and takes a new ticket.  A holder
@@ -63,8 +69,8 @@ _Static_assert(IL_OWNERDIED > IL_INVALID, "IL_OWNERDIED is a new status code");
 
 #define IL_LOCK_QUEUE 64u                       /* entries: concurrent waiters+holder */
 #define IL_LOCK_SPIN 128                        /* pause rounds before sleeping, at most */
-#define IL_LOCK_SPIN_MIN 2                      /* ... at least (adaptive: il_lock.spin) */
-#define IL_LOCK_SPIN_PROBE 32                   /* rounds of every 32nd wait's spin, at least */
+#define IL_LOCK_SPIN_MIN 0                      /* ... at least (adaptive: il_lock.spin) */
+#define IL_LOCK_SPIN_PROBE 32                   /* rounds of every 64th wait's spin, at least */
 #define IL_LOCK_STALL_NS (100LL * 1000 * 1000)  /* a live turn-holder not claiming */
 #define IL_SEM_HUNGRY_NS (50LL * 1000 * 1000)   /* a sem waiter posts a reservation */
 #define IL_SEM_MAX_N ((UINT32_C(1) << 24) - 1)  /* units per reservation */
