@@ -42,7 +42,7 @@ ONE = struct.Struct("<q")
 
 
 def _shared() -> mmap.mmap:
-    return mmap.mmap(-1, FIELDS.size)  # MAP_SHARED|MAP_ANONYMOUS: inherited by fork
+    return mmap.mmap(-1, FIELDS.size + 64)  # MAP_SHARED|MAP_ANONYMOUS: inherited by fork
 
 
 def _get(mm: mmap.mmap) -> list[int]:
@@ -96,7 +96,9 @@ def _kill_all(pids: list[int], rng: random.Random) -> None:
 def _wait_running(mm: mmap.mmap, since: int, state: Callable[[], str] = str) -> None:
     deadline = time.monotonic() + 5.0
     while _get(mm)[3] < since + 20:
-        assert time.monotonic() < deadline, f"workers made no progress {state()}"
+        assert time.monotonic() < deadline, (
+            f"workers made no progress: iterations={_get(mm)[3]} since={since} {state()}"
+        )
         time.sleep(0.0005)
 
 
@@ -105,9 +107,15 @@ def _sem_state(sem: il.Semaphore) -> str:
     area = bytes(sem._segment.mm[il._native.SEG_HEADER_SIZE : il._native.SEG_HEADER_SIZE + 32])
     word, _magic, _max, seq, sleepers, reserve = struct.unpack("<QIIIIQ", area)
     users = il._native.seg_users(sem._segment.mm)
+    base = il._native.SEG_HEADER_SIZE
+    full = bytes(sem._segment.mm[base : base + 128 + 512])
+    j_epoch, j_slot, j_held = struct.unpack_from("<III", full, 64)
+    held = struct.unpack_from("<128I", full, 128)
+    nz = {i: h for i, h in enumerate(held) if h}
+    word2 = struct.unpack_from("<Q", bytes(sem._segment.mm[base : base + 8]))[0]
     return (
-        f"{sem.statistics()}; word={word:#x} seq={seq} sleepers={sleepers} "
-        f"reserve={reserve:#x} users={users}"
+        f"{sem.statistics()}; word={word:#x} word2={word2:#x} seq={seq} sleepers={sleepers} "
+        f"reserve={reserve:#x} j=({j_epoch:#x},{j_slot},{j_held}) held={nz} users={users}"
     )
 
 
@@ -188,11 +196,17 @@ def test_killed_lock_holders_200(kind: type[il.Lock] | type[il.RLock], name: str
         mm.close()
 
 
-def _sem_worker(name: str, mm: mmap.mmap, rng_seed: int) -> Callable[[], None]:
+def _sem_worker(name: str, mm: mmap.mmap, rng_seed: int, k: int = 0) -> Callable[[], None]:
+    # Stall diagnostics: at 40 + 8k worker k's own loop count (single writer,
+    # unlike the shared racy count), at 64 + 8k the shared count it first read.
     def body() -> None:
+        ONE.pack_into(mm, 64 + 8 * k, _get(mm)[3])
         sem = il.Semaphore(name, create=False)
         rng = random.Random(rng_seed)
+        mine = 0
         while True:
+            mine += 1
+            ONE.pack_into(mm, 40 + 8 * k, mine)
             assert sem.acquire(timeout=10)
             if rng.random() < 0.5:
                 time.sleep(0)  # held across a switch: the kill may land here
@@ -216,10 +230,21 @@ def test_killed_semaphore_holders_200(name: str) -> None:
     mm = _shared()
     start = time.monotonic()
     try:
+        hist: list[int] = []
         for _ in range(ROUNDS):
             since = _get(mm)[3]
-            pids = [_fork(_sem_worker(name, mm, rng.getrandbits(32))) for _ in range(3)]
-            _wait_running(mm, since, lambda: _sem_state(sem))
+            hist.append(since)
+            mm[40:104] = bytes(64)
+            pids = [_fork(_sem_worker(name, mm, rng.getrandbits(32), k)) for k in range(3)]
+            _wait_running(
+                mm,
+                since,
+                lambda: (
+                    f"since-by-round={hist[-5:]} "
+                    f"per-worker(loops, first read)={struct.unpack_from('<6q', mm, 40)} "
+                    + _sem_state(sem)
+                ),
+            )
             time.sleep(rng.uniform(0.0, 0.003))
             _kill_all(pids, rng)
             # Every unit can be taken again (none lost) ...

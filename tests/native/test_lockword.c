@@ -1079,6 +1079,67 @@ static void test_sem_chaos_kill9(void)
     munmap(m, sizeof *m);
 }
 
+/* A reclaimer must not free a dead slot while an update in flight (someone
+ * else's marker) may still write its held[] count: a recovery giving the
+ * slot's units back, or rolling back the slot's own interrupted update, has
+ * journaled the slot and may have zeroed held[] already.  If that recoverer
+ * dies, the next one restores held[] from the journal: onto the slot's next
+ * user if the slot was freed and reused, where recovery (keyed on the slot's
+ * liveness) can never give the units back while that user lives.  This
+ * replays the window (two dead processes: D held 2 units; R died between
+ * zeroing them and publishing the value) and checks that il_sem_names_slot
+ * keeps D's slot named until recovery has really given the units back, and
+ * that a slot freed then and reused starts with nothing. */
+static void test_sem_names_slot_during_dead_recovery(void)
+{
+    {
+        sem_shared *m = sem_new(5, 5);
+        uint32_t me = sem_attach(m);
+        uint32_t dslot = 0, rslot = 0;
+        CHECK_EQ(il_seg_attach(&m->hdr, dead_ident(m), 0, &dslot), IL_OK);
+        CHECK_EQ(il_seg_attach(&m->hdr, dead_ident(m), 0, &rslot), IL_OK);
+        /* D holds 2 units: value 3. */
+        atomic_store(&m->sem.held[dslot], 2);
+        uint32_t epoch = 9;
+        /* R's marker at `epoch`; the journal names D with held-before 2, and
+         * held[D] is already 0: R was giving D's units back, or (the same
+         * state) D's release of 2 had journaled and stored held 0 when D died
+         * and R took the marker over (same epoch) and died before restoring
+         * held[D]. */
+        atomic_store(&m->sem.j_slot, dslot);
+        atomic_store(&m->sem.j_held, 2);
+        atomic_store(&m->sem.j_epoch, epoch);
+        atomic_store(&m->sem.held[dslot], 0);
+        atomic_store(&m->sem.word, (uint64_t)3 | ((uint64_t)(rslot + 1) << 32) |
+                                       ((uint64_t)epoch << 40));
+        CHECK(il_sem_names_slot(&m->sem, dslot)); /* the fix: D's slot stays named */
+        CHECK(il_sem_names_slot(&m->sem, rslot)); /* the marker's own slot */
+        CHECK(!il_sem_names_slot(&m->sem, me));   /* the journal names another slot */
+        /* A marker whose journal was not written yet: unknown target, named. */
+        atomic_store(&m->sem.j_epoch, epoch - 1);
+        CHECK(il_sem_names_slot(&m->sem, me));
+        atomic_store(&m->sem.j_epoch, epoch);
+        /* Recovery rolls R's update back (held[D] = 2), then gives D's 2
+         * units back; only then is D's slot free of the semaphore. */
+        CHECK_EQ(il_sem_recover_dead(&m->sem, &m->hdr, me), 2);
+        CHECK_EQ(il_sem_value(&m->sem), 5);
+        CHECK_EQ(il_sem_held(&m->sem, dslot), 0);
+        CHECK(!il_sem_names_slot(&m->sem, dslot));
+        CHECK(!il_sem_names_slot(&m->sem, rslot));
+        /* Freed and reused now (as sync_reclaim does): the new user holds
+         * nothing, and all 5 units can be taken. */
+        uint64_t w = atomic_load(&m->hdr.slots[dslot].ident);
+        CHECK(atomic_compare_exchange_strong(&m->hdr.slots[dslot].ident, &w, 0));
+        uint32_t again = 0;
+        CHECK_EQ(il_seg_attach(&m->hdr, il_ident_self(), 0, &again), IL_OK);
+        CHECK_EQ(again, dslot);
+        CHECK_EQ(il_sem_held(&m->sem, again), 0);
+        CHECK_EQ(il_sem_try_acquire(&m->sem, me, 5), IL_OK);
+        CHECK_EQ(il_sem_release(&m->sem, me, 5), IL_OK);
+        munmap(m, sizeof *m);
+    }
+}
+
 int main(int argc, char **argv)
 {
     static const test_case tests[] = {
@@ -1103,6 +1164,7 @@ int main(int argc, char **argv)
         {"sem_dead_holder_units_returned", test_sem_dead_holder_units_returned, 0},
         {"sem_dead_update_rolled_back", test_sem_dead_update_rolled_back, 0},
         {"sem_chaos_kill9", test_sem_chaos_kill9, 120},
+        {"sem_names_slot_during_dead_recovery", test_sem_names_slot_during_dead_recovery, 0},
     };
     return RUN_TESTS("test_lockword", tests, argc, argv);
 }

@@ -779,7 +779,9 @@ static int sem_mark(il_sem *s, uint32_t me, const sem_op *op, uint64_t *w0)
 /* Journal the update of held[slot] (from `before`) under marker epoch. */
 static void sem_journal(il_sem *s, uint32_t epoch, uint32_t slot, uint32_t before)
 {
-    atomic_store_explicit(&s->j_slot, slot, memory_order_relaxed);
+    /* j_slot is release too: il_sem_names_slot, reading a j_slot of a later
+     * update, must then see that update's marker in its second word load. */
+    atomic_store_explicit(&s->j_slot, slot, memory_order_release);
     atomic_store_explicit(&s->j_held, before, memory_order_relaxed);
     atomic_store_explicit(&s->j_epoch, epoch, memory_order_release);
 }
@@ -1032,15 +1034,40 @@ uint32_t il_sem_waiters(const il_sem *s)
     return atomic_load_explicit((_Atomic uint32_t *)&s->sleepers, memory_order_relaxed);
 }
 
+/* Called for a slot whose process is dead (it changes nothing any more), by
+ * a reclaimer deciding whether the slot may be freed.  Besides the slot's own
+ * units, marker and reservation, an update in flight by someone else may be
+ * about to write held[slot]: a recovery that took a dead marker over and is
+ * rolling back an update of `slot` (the journal names it), or one giving the
+ * slot's units back (journal names it, held[] already zeroed: if that
+ * recoverer dies, the next rolls held[] back up).  Reading held[slot] == 0 in
+ * such a window and freeing the slot would leave the units charged to the
+ * slot's next user, never to be recovered while it lives.  So: with a marker
+ * set, the journal of the marker's epoch must be complete and name another
+ * slot; and the word must not change while we look (no update began or ended
+ * in between, so held[slot] was stable).  Any doubt answers 1 (named): the
+ * slot is only freed later. */
 int il_sem_names_slot(const il_sem *s, uint32_t slot)
 {
     il_sem *m = (il_sem *)s;
     if (slot >= IL_SEG_SLOTS)
         return 0;
-    uint64_t w = atomic_load_explicit(&m->word, memory_order_acquire);
-    uint64_t r = atomic_load_explicit(&m->reserve, memory_order_acquire);
-    return atomic_load_explicit(&m->held[slot], memory_order_acquire) != 0 ||
-           W_MARK(w) == slot + 1 || RES_SLOT(r) == slot + 1;
+    uint64_t w = atomic_load_explicit(&m->word, memory_order_seq_cst);
+    if (W_MARK(w) == slot + 1)
+        return 1;
+    if (W_MARK(w) != 0) {
+        /* j_epoch is stored last (release) by the marker's owner; a taker
+         * keeps the epoch and the journal. */
+        if (atomic_load_explicit(&m->j_epoch, memory_order_acquire) != W_EPOCH(w) ||
+            atomic_load_explicit(&m->j_slot, memory_order_acquire) == slot)
+            return 1;
+    }
+    uint64_t r = atomic_load_explicit(&m->reserve, memory_order_seq_cst);
+    if (RES_SLOT(r) == slot + 1)
+        return 1;
+    if (atomic_load_explicit(&m->held[slot], memory_order_seq_cst) != 0)
+        return 1;
+    return atomic_load_explicit(&m->word, memory_order_seq_cst) != w;
 }
 
 uint32_t il_sem_held(const il_sem *s, uint32_t slot)

@@ -234,6 +234,13 @@ static void sync_detach(SyncObject *self)
                 break;
             il_sem_recover_dead(self->sem, self->hdr, self->slot);
         }
+        /* Still charged with units (the release kept failing): keep the slot.
+         * Freed, it would hand them to its next user; kept, they come back
+         * by recovery once this process has exited. */
+        if (il_sem_held(self->sem, self->slot) != 0) {
+            self->attached = 0;
+            return;
+        }
     }
     il_seg_detach(self->hdr, self->slot, self->ident);
     self->attached = 0;
