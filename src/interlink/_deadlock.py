@@ -574,10 +574,7 @@ def _own_wait(lock: _Waiting, me: Node, mode: str, holds: tuple[Hold, ...]) -> _
     """This thread's wait as the lock word shows it now (None: not visible)."""
     buf = lock._dd_buffer
     try:
-        if mode == "lock":
-            snap = _native.lock_snapshot(buf)
-        else:
-            snap = _native.rwlock_snapshot(buf)
+        snap: Any = _native.lock_snapshot(buf) if mode == "lock" else _native.rwlock_snapshot(buf)
     except (ValueError, BufferError, OSError):
         return None
     if snap is None:

@@ -370,7 +370,11 @@ def test_rwlock_cycle_across_processes(
         # A writes RW and asks for L; B holds L and asks to read RW.
         [("write", "RW", "lock", "L"), ("lock", "L", "read", "RW")],
         # Three members: Lock -> RWLock write -> RWLock read -> Lock.
-        [("lock", "L", "write", "RW"), ("read", "RW", "write", "RW2"), ("read", "RW2", "lock", "L")],
+        [
+            ("lock", "L", "write", "RW"),
+            ("read", "RW", "write", "RW2"),
+            ("read", "RW2", "lock", "L"),
+        ],
     ],
     ids=["lock-write", "write-read-lock", "3-way-mixed"],
 )

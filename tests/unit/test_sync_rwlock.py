@@ -153,9 +153,8 @@ def test_upgrade_is_a_deadlock_error(rw: il.RWLock) -> None:
     with pytest.raises(il.DeadlockError, match="no upgrade") as info:
         rw.acquire_write(timeout=5)
     assert info.value.cycle[0]["me"] is True  # type: ignore[attr-defined]
-    with pytest.raises(il.DeadlockError):
-        with rw.write():
-            pass
+    with pytest.raises(il.DeadlockError), rw.write():
+        pass
     assert rw.acquire_write(blocking=False) is False  # a try never waits: just False
     st = rw.statistics()
     assert st.readers == 1 and st.writer_pid == 0  # nothing left behind
