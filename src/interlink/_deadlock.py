@@ -116,11 +116,13 @@ class _ReadHolding(Protocol):
 # Every open RWLock handle of this process: a waiting thread publishes the
 # read sides it holds through them (RWLock.__init__ registers itself).
 _rwlocks: weakref.WeakSet[Any] = weakref.WeakSet()
+_rwlocks_lock = threading.Lock()  # additions vs. iteration from other threads
 
 
 def track_rwlock(handle: _ReadHolding) -> None:
     """Let waits of this process publish the read sides held through ``handle``."""
-    _rwlocks.add(handle)
+    with _rwlocks_lock:
+        _rwlocks.add(handle)
 
 
 Hold = tuple[int, int, str]  # (attach slot, read sides, rwlock segment path)
@@ -128,7 +130,9 @@ Hold = tuple[int, int, str]  # (attach slot, read sides, rwlock segment path)
 
 def _read_holds_of(tid: int) -> tuple[Hold, ...]:
     holds: list[Hold] = []
-    for h in list(_rwlocks):
+    with _rwlocks_lock:
+        handles = list(_rwlocks)
+    for h in handles:
         try:
             if h.closed:
                 continue

@@ -132,14 +132,15 @@ static int rw_hold_add(RWObject *self, uint32_t tid)
     return 0;
 }
 
-static void rw_hold_drop(RWObject *self, uint32_t tid)
-{
-    rw_hold *h = rw_hold_find(self, tid);
-    if (h != NULL && h->count > 0)
-        h->count--;
-}
-
 static void rw_holds_clear(RWObject *self) { self->nholds = 0; }
+
+/* The calling thread's tid; self->fork_gen must be current (rw_check). */
+static inline uint32_t rw_tid(RWObject *self)
+{
+    if (rw_tl_tid != 0 && rw_tl_gen == self->fork_gen)
+        return rw_tl_tid;
+    return rw_self_tid();
+}
 
 static void rw_unbind(RWObject *self)
 {
@@ -392,7 +393,7 @@ static PyObject *rw_acquire_read_ns(RWObject *self, int64_t timeout_ns)
     if (rw_check(self) < 0)
         return NULL;
     il_rw *rw = self->rw;
-    uint32_t tid = rw_self_tid();
+    uint32_t tid = rw_tid(self);
     int rc = il_rw_read_try(rw, self->slot);
     if (rc == IL_BUSY && timeout_ns == 0) {
         int r = rw_repair(self);
@@ -451,14 +452,14 @@ static PyObject *rw_release_read(RWObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (rw_check(self) < 0)
         return NULL;
-    uint32_t tid = rw_self_tid();
-    if (rw_hold_count(self, tid) == 0 || il_rw_read_release(self->rw, self->slot) != IL_OK) {
+    rw_hold *h = rw_hold_find(self, rw_tid(self));
+    if (h == NULL || h->count == 0 || il_rw_read_release(self->rw, self->slot) != IL_OK) {
         PyErr_SetString(PyExc_RuntimeError,
                         "release_read of an un-acquired read lock (a read side is released "
                         "by the thread that took it, through the same handle)");
         return NULL;
     }
-    rw_hold_drop(self, tid);
+    h->count--;
     Py_RETURN_NONE;
 }
 
