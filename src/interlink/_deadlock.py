@@ -589,10 +589,12 @@ def _own_wait(lock: _Waiting, me: Node, mode: str, holds: tuple[Hold, ...]) -> _
     elif mode == "read":
         kind = "R"
         wid = next((s for i, t, _e, s in snap[5] if (i, t) == me and not s & 1), -1)
-    elif (snap[0], snap[1]) == me:
-        kind, wid = "D", snap[2]
     else:
+        # Queued first: a thread that holds the write side and asks for it
+        # again is queued behind itself.
         kind, wid = "Q", next((k for i, t, _e, k in snap[3] if (i, t) == me), -1)
+        if wid < 0 and (snap[0], snap[1]) == me:
+            kind, wid = "D", snap[2]
     if wid < 0:
         return None
     return _Wait(me, kind, wid, lock._dd_path, lock.name, holds)

@@ -289,3 +289,22 @@ def test_many_threads_mixed(rw: il.RWLock) -> None:
         t.join(60)
     assert state["bad"] == 0
     assert state["count"] == 300
+
+
+@pytest.mark.parametrize("second", ["read", "write"])
+def test_writer_asking_again_is_a_deadlock(rw: il.RWLock, second: str) -> None:
+    """A thread holding the write side that asks for a read side (or for the
+    write side again) waits for itself: deadlock detection reports it."""
+    assert rw.acquire_write()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(il.DeadlockError) as info:
+            (rw.acquire_read if second == "read" else rw.acquire_write)(timeout=10)
+        assert time.monotonic() - t0 < 5.0  # reported, not timed out
+        cycle = info.value.cycle  # type: ignore[attr-defined]
+        assert len(cycle) == 1 and cycle[0]["wait"] == second and cycle[0]["me"]
+    finally:
+        rw.release_write()
+    assert rw.statistics().waiting_readers == 0 and rw.statistics().waiting_writers == 0
+    assert rw.acquire_read(timeout=1)
+    rw.release_read()
