@@ -595,41 +595,55 @@ def test_long_read_hold_is_not_a_deadlock(name: str) -> None:
 
 
 STRESS_RW = """
+import threading
 names = sys.argv[1].split(",")
-seconds, seed = float(sys.argv[2]), int(sys.argv[3])
+seconds, seed, nthreads = float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 from interlink import _deadlock
-rng = random.Random(seed)
-# Every other object is an RWLock: all are taken in the global order.
+# Every other object is an RWLock; the threads of this process share the
+# handles (so read sides of one handle are held by several threads), and all
+# take the objects in the global order: never a cycle.
 objs = [il.RWLock(n) if i % 2 else il.Lock(n) for i, n in enumerate(names)]
 say("ready")
 hear()
 end = time.monotonic() + seconds
-iterations = errors = 0
-while time.monotonic() < end:
-    subset = sorted(rng.sample(range(len(objs)), rng.randint(1, len(objs))))
-    taken = []
-    try:
-        for i in subset:  # always in the global order: never a cycle
-            o = objs[i]
-            if i % 2 == 0:
-                assert o.acquire(timeout=30)
-                taken.append((o.release,))
-            elif rng.random() < 0.3:
-                assert o.acquire_write(timeout=30)
-                taken.append((o.release_write,))
-            else:
-                assert o.acquire_read(timeout=30)
-                taken.append((o.release_read,))
-        if rng.random() < 0.01:
-            time.sleep(rng.uniform(0.15, 0.3))  # long holds: waits pass the threshold
-    except il.DeadlockError as e:
-        errors += 1
-        say("deadlock", str(e).replace(" ", "_"))
-    finally:
-        for (release,) in reversed(taken):
-            release()
-    iterations += 1
-say("done", iterations, errors, _deadlock.stats["checks"])
+counts = {"iterations": 0, "errors": 0}
+guard = threading.Lock()
+
+def worker(k):
+    rng = random.Random(seed * 100 + k)
+    while time.monotonic() < end:
+        subset = sorted(rng.sample(range(len(objs)), rng.randint(1, len(objs))))
+        taken = []
+        try:
+            for i in subset:
+                o = objs[i]
+                if i % 2 == 0:
+                    assert o.acquire(timeout=30)
+                    taken.append(o.release)
+                elif rng.random() < 0.3:
+                    assert o.acquire_write(timeout=30)
+                    taken.append(o.release_write)
+                else:
+                    assert o.acquire_read(timeout=30)
+                    taken.append(o.release_read)
+            if rng.random() < 0.01:
+                time.sleep(rng.uniform(0.15, 0.3))  # long holds: waits pass the threshold
+        except il.DeadlockError as e:
+            with guard:
+                counts["errors"] += 1
+            say("deadlock", str(e).replace(" ", "_"))
+        finally:
+            for release in reversed(taken):
+                release()
+        with guard:
+            counts["iterations"] += 1
+
+threads = [threading.Thread(target=worker, args=(k,)) for k in range(nthreads)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+say("done", counts["iterations"], counts["errors"], _deadlock.stats["checks"])
 hear()
 """
 
@@ -637,7 +651,8 @@ hear()
 @pytest.mark.timeout(120)
 def test_no_false_positive_with_rwlocks(spawn: Spawn, name: str) -> None:
     names = ",".join(f"{name}-{i}" for i in range(4))
-    children = [spawn(STRESS_RW, names, "8", str(seed)) for seed in range(6)]
+    # 4 processes x 2 threads: read sides of one handle held by several threads.
+    children = [spawn(STRESS_RW, names, "8", str(seed), "2") for seed in range(4)]
     for c in children:
         c.expect("ready", timeout=30)
     for c in children:
