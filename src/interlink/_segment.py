@@ -485,11 +485,17 @@ class ObjectInfo:
     state: str  # "ok", "stale" (only dead users), "abandoned" (never finished), "corrupt"
     users: tuple[UserInfo, ...] = field(default=())
     detail: str = ""
-    # Locks, RLocks and semaphores only (None for other kinds): the pids
-    # holding it (a semaphore's: those with units charged to them) and how
-    # many threads wait for it.
+    # Locks, RLocks, RWLocks and semaphores only (None for other kinds): the
+    # pids holding it (a semaphore's: those with units charged to them; an
+    # RWLock's: its writer, or its readers) and how many threads wait for it
+    # (an RWLock's: waiting readers, queued writers, and a writer that holds
+    # the write side's turn but waits for readers to leave).
     holders: tuple[int, ...] | None = None
     waiters: int | None = None
+    # RWLocks only: the pid holding the write side, and the pids holding
+    # read sides.
+    writer: int | None = None
+    readers: tuple[int, ...] | None = None
 
 
 def _magic_ro(mm: mmap.mmap) -> int:
@@ -568,8 +574,37 @@ _SEM_HELD_OFFSET = 128
 _IDENT_PID_MASK = (1 << 22) - 1  # IL_IDENT_PID_BITS (proc.h)
 
 
+def _with_rwlock_state(info: ObjectInfo, fd: int) -> ObjectInfo:
+    """Add writer, reader pids and the waiter count of an rwlock (a snapshot)."""
+    size = _native.RWLOCK_SEGMENT_SIZE
+    if info.size < size:
+        return info
+    try:
+        with mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ) as mm:
+            snap = _native.rwlock_snapshot(mm)
+    except (OSError, ValueError):
+        return info
+    if snap is None:
+        return info
+    writer_ident, _tid, _turn, queued, reading, _waits, waiting_readers = snap
+    readers = tuple(dict.fromkeys(ident & _IDENT_PID_MASK for _slot, ident, _n in reading if ident))
+    # A writer holding the turn while read sides are held is still draining
+    # them: it waits, it does not hold yet.
+    draining = bool(writer_ident) and bool(reading)
+    writer = writer_ident & _IDENT_PID_MASK if writer_ident and not draining else None
+    return replace(
+        info,
+        holders=(writer,) if writer is not None else readers,
+        waiters=waiting_readers + len(queued) + int(draining),
+        writer=writer,
+        readers=readers,
+    )
+
+
 def _with_sync_state(info: ObjectInfo, fd: int, kind: int, page: bytearray) -> ObjectInfo:
-    """Add holder pids and the waiter count of a lock, rlock or semaphore (a snapshot)."""
+    """Add holder pids and the waiter count of a lock, rlock, rwlock or semaphore (a snapshot)."""
+    if kind == _native.KIND_RWLOCK:
+        return _with_rwlock_state(info, fd)
     is_lock = kind in (_native.KIND_LOCK, _native.KIND_RLOCK)
     if is_lock:
         size = _native.LOCK_SEGMENT_SIZE

@@ -639,22 +639,37 @@ class RWLock(_Named, _native.RWLockCore):
 
     Writer preference: while a writer holds or waits, new readers wait, so
     writers never starve (readers can, under a continuous stream of writers).
-    Writers are served in FIFO order.  Neither side is re-entrant: a thread
-    holding a read side that asks for the write side (or for another read
-    side while a writer waits) waits for itself.
+    Writers are served in FIFO order.  A read side is held by the thread that
+    took it and only that thread may release it (RuntimeError otherwise).
+    Neither side is re-entrant: a thread holding a read side that asks for
+    the write side gets ``DeadlockError`` at once (there is no upgrade); one
+    that asks for another read side while a writer waits would wait for
+    itself, and deadlock detection reports it.
+
+    Deadlock detection: RWLock waits take part as for Lock (cycles through
+    read and write sides, and mixed with Lock/RLock, across threads and
+    processes): one waiter of a cycle gets ``DeadlockError`` within about
+    0.3 s, preferably the thread that asked for a second read side or for
+    the write side of an RWLock it reads.  ``deadlock_detection=False``
+    leaves this handle's waits out (and lets an upgrade wait for its
+    timeout).  See docs/design/deadlock.md.
 
     Owner death: a writer that dies holding the write side is recovered by
     the next acquirer within one 20 ms slice; the next writer gets an
     ``OwnerDied`` warning and ``owner_died`` is True.  Read holds are counted
-    per attached process and those of a dead process are dropped.  RWLock
-    waits do not take part in deadlock detection yet.
+    per attached handle and those of a dead process are dropped.
     """
 
     _kind = _native.KIND_RWLOCK
     _kind_name = "rwlock"
 
     def __init__(
-        self, name: str | None = None, *, create: bool | None = None, mode: int = 0o600
+        self,
+        name: str | None = None,
+        *,
+        create: bool | None = None,
+        mode: int = 0o600,
+        deadlock_detection: bool = True,
     ) -> None:
         self._segment = Segment.open(
             name,
@@ -666,6 +681,44 @@ class RWLock(_Named, _native.RWLockCore):
             format=lambda mm, key: _native.rwlock_format(mm),
             attach=lambda mm: self._bind(mm),
         )
+        self._deadlock_detection = bool(deadlock_detection)
+        if self._deadlock_detection:
+            # Only waits longer than CHECK_AFTER call back into Python.
+            self._deadlock_config(
+                int(_deadlock.CHECK_AFTER * 1e9), int(_deadlock.CHECK_EVERY * 1e9)
+            )
+        _deadlock.track_rwlock(self)
+
+    @property
+    def deadlock_detection(self) -> bool:
+        """Whether waits on this handle take part in deadlock detection."""
+        return self._deadlock_detection
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        return (_reopen_lock, (type(self), self.name, self._deadlock_detection))
+
+    # Deadlock detection (docs/design/deadlock.md), called by the native waits.
+    @property
+    def _dd_path(self) -> str:
+        return str(self._segment.path)
+
+    @property
+    def _dd_buffer(self) -> Any:
+        return self._segment.mm
+
+    def _deadlock_check(self, tid: int, write: int) -> None:
+        if _deadlock.get_deadlock_detection():
+            _deadlock.check(self, tid, "write" if write else "read")
+        else:
+            _deadlock.done(tid)
+
+    def _deadlock_done(self, tid: int) -> None:
+        _deadlock.done(tid)
+
+    def _upgrade_deadlock(self, tid: int) -> None:
+        # Called by acquire_write when the calling thread reads this handle.
+        if _deadlock.get_deadlock_detection():
+            raise _deadlock.upgrade_error(self, tid)
 
     @contextlib.contextmanager
     def read(self, timeout: float | None = None) -> Iterator[None]:

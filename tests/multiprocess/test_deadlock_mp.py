@@ -7,6 +7,7 @@ Run with ``-s`` to see the measured detection latencies.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -277,3 +278,395 @@ def test_per_object_switch_survives_pickling(name: str) -> None:
                 copy.close()
         finally:
             lock.close()
+
+
+# ---------------------------------------------------------------------------
+# RWLock: read/write cycles, mixed with Lock, re-entrant read, upgrade.
+
+# A member holds (hold_kind, hold_name) and then asks for (want_kind,
+# want_name); kinds: lock, read, write (the last two on an RWLock).
+RW_MEMBER = """
+hold_kind, hold_name, want_kind, want_name = sys.argv[1:5]
+
+def obj(kind, name):
+    return il.Lock(name) if kind == "lock" else il.RWLock(name)
+
+def take(kind, o, timeout):
+    if kind == "lock":
+        return o.acquire(timeout=timeout)
+    return (o.acquire_read if kind == "read" else o.acquire_write)(timeout=timeout)
+
+def give(kind, o):
+    if kind == "lock":
+        o.release()
+    else:
+        (o.release_read if kind == "read" else o.release_write)()
+
+held, wanted = obj(hold_kind, hold_name), obj(want_kind, want_name)
+assert take(hold_kind, held, 10)
+say("held", os.getpid())
+hear()
+t0 = time.monotonic()
+try:
+    ok = take(want_kind, wanted, 10)
+    say("got" if ok else "timeout", f"{time.monotonic() - t0:.4f}")
+    if ok:
+        give(want_kind, wanted)
+except il.DeadlockError as e:
+    took = time.monotonic() - t0
+    names = ",".join(sorted({c["waits_for"] for c in e.cycle}))
+    pids = ",".join(sorted({str(c["pid"]) for c in e.cycle}))
+    say("deadlock", f"{took:.4f}", names, pids, str(e).replace(" ", "_"))
+give(hold_kind, held)  # the victim backs off: the others proceed
+hear()
+"""
+
+
+def _run_members(
+    spawn: Spawn, members: list[tuple[str, str, str, str]]
+) -> tuple[list[list[str]], list[int]]:
+    children = [spawn(RW_MEMBER, *m) for m in members]
+    pids = [int(c.expect("held", timeout=30)[0]) for c in children]
+    for c in children:
+        c.tell("go")
+    results = [c.readline(timeout=15).split() for c in children]
+    for c in children:
+        c.tell("bye")
+        assert c.wait() == 0, c.stderr()
+    return results, pids
+
+
+def _one_victim(results: list[list[str]], names: list[str], pids: list[int], what: str) -> None:
+    victims = [r for r in results if r[0] == "deadlock"]
+    assert len(victims) == 1, results
+    assert all(r[0] == "got" for r in results if r[0] != "deadlock"), results
+    took, cycle_names, cycle_pids = float(victims[0][1]), victims[0][2], victims[0][3]
+    print(f"{what}: DeadlockError after {took * 1e3:.0f} ms")
+    assert took < 1.0
+    assert cycle_names == ",".join(sorted(set(names)))
+    assert cycle_pids == ",".join(sorted(str(p) for p in pids))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("n", "hold", "want"), [(2, "read", "write"), (2, "write", "read"), (3, "read", "write")]
+)
+def test_rwlock_cycle_across_processes(
+    spawn: Spawn, name: str, n: int, hold: str, want: str
+) -> None:
+    """Member i holds a side of RWLock i and asks for the other side of RWLock i+1."""
+    names = [f"{name}-{i}" for i in range(n)]
+    members = [(hold, names[i], want, names[(i + 1) % n]) for i in range(n)]
+    results, pids = _run_members(spawn, members)
+    _one_victim(results, names, pids, f"{n}-way RWLock {hold}->{want} cycle across processes")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "members",
+    [
+        # A holds Lock L and asks to write RW; B reads RW and asks for L.
+        [("lock", "L", "write", "RW"), ("read", "RW", "lock", "L")],
+        # A writes RW and asks for L; B holds L and asks to read RW.
+        [("write", "RW", "lock", "L"), ("lock", "L", "read", "RW")],
+        # Three members: Lock -> RWLock write -> RWLock read -> Lock.
+        [
+            ("lock", "L", "write", "RW"),
+            ("read", "RW", "write", "RW2"),
+            ("read", "RW2", "lock", "L"),
+        ],
+    ],
+    ids=["lock-write", "write-read-lock", "3-way-mixed"],
+)
+def test_mixed_rwlock_lock_cycle(
+    spawn: Spawn, name: str, members: list[tuple[str, str, str, str]]
+) -> None:
+    named = [(h, f"{name}-{hn}", w, f"{name}-{wn}") for h, hn, w, wn in members]
+    results, pids = _run_members(spawn, named)
+    _one_victim(results, [m[3] for m in named], pids, f"{len(members)}-way mixed cycle")
+
+
+REENTRANT_READER = """
+rw = il.RWLock(sys.argv[1])
+assert rw.acquire_read(timeout=10)
+say("reading")
+hear()
+t0 = time.monotonic()
+try:
+    ok = rw.acquire_read(timeout=10)
+    say("got" if ok else "timeout")
+    if ok:
+        rw.release_read()
+except il.DeadlockError as e:
+    say("deadlock", f"{time.monotonic() - t0:.4f}", str(e).replace(" ", "_"))
+rw.release_read()
+hear()
+"""
+
+WRITER = """
+rw = il.RWLock(sys.argv[1])
+say("ready")
+hear()
+try:
+    ok = rw.acquire_write(timeout=10)
+    say("got" if ok else "timeout")
+    if ok:
+        rw.release_write()
+except il.DeadlockError as e:
+    say("deadlock", str(e).replace(" ", "_"))
+hear()
+"""
+
+
+@pytest.mark.timeout(60)
+def test_reentrant_read_behind_waiting_writer(spawn: Spawn, name: str) -> None:
+    """The reader that asks for a second read side while a writer waits for its
+    first one is the one told (not the writer), and the writer then gets in."""
+    rw = il.RWLock(name)
+    try:
+        reader = spawn(REENTRANT_READER, name)
+        reader.expect("reading", timeout=30)
+        writer = spawn(WRITER, name)
+        writer.expect("ready", timeout=30)
+        writer.tell("go")
+        # The writer holds the write side's turn and drains the reader.
+        wait_until(lambda: rw.statistics().writer_pid == writer.pid, 10, "the writer to queue")
+        reader.tell("go")
+        line = reader.readline(timeout=15).split()
+        assert line[0] == "deadlock", line
+        print(f"re-entrant read behind a writer: DeadlockError after {float(line[1]) * 1e3:.0f} ms")
+        assert float(line[1]) < 1.0
+        assert "second_read_side" in line[2]
+        assert writer.readline(timeout=15) == "got"
+        for c in (reader, writer):
+            c.tell("bye")
+            assert c.wait() == 0, c.stderr()
+    finally:
+        rw.close()
+
+
+UPGRADER = """
+rw = il.RWLock(sys.argv[1])
+assert rw.acquire_read(timeout=10)
+t0 = time.monotonic()
+try:
+    ok = rw.acquire_write(timeout=10)
+    say("got" if ok else "timeout")
+except il.DeadlockError as e:
+    say("deadlock", f"{time.monotonic() - t0:.4f}", e.cycle[0]["pid"] == os.getpid())
+rw.release_read()
+say("released")
+hear()
+"""
+
+
+@pytest.mark.timeout(60)
+def test_upgrade_self_deadlock_in_a_process(spawn: Spawn, name: str) -> None:
+    rw = il.RWLock(name)
+    try:
+        child = spawn(UPGRADER, name)
+        line = child.expect("deadlock", timeout=15)
+        assert float(line[0]) < 1.0 and line[1] == "True"
+        child.expect("released")
+        assert rw.acquire_write(timeout=10)  # nothing left behind
+        rw.release_write()
+        child.tell("bye")
+        assert child.wait() == 0, child.stderr()
+    finally:
+        rw.close()
+
+
+def test_upgrade_through_a_second_handle(name: str) -> None:
+    """Read through one handle, write through another of the same RWLock: the
+    wait-for graph finds the thread waiting for itself."""
+    a = il.RWLock(name)
+    b = il.RWLock(name, create=False)
+    try:
+        assert a.acquire_read()
+        t0 = time.monotonic()
+        with pytest.raises(il.DeadlockError, match="no upgrade") as info:
+            b.acquire_write(timeout=10)
+        took = time.monotonic() - t0
+        print(f"upgrade through a second handle: DeadlockError after {took * 1e3:.0f} ms")
+        assert took < 1.0
+        cycle = info.value.cycle  # type: ignore[attr-defined]
+        assert len(cycle) == 1 and cycle[0]["wait"] == "write" and cycle[0]["me"]
+        assert a.statistics().writer_pid == 0  # the write side was given back
+        a.release_read()
+        assert b.acquire_write(timeout=10)
+        b.release_write()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_rwlock_cycle_across_threads(name: str) -> None:
+    a, b = il.RWLock(f"{name}-a"), il.RWLock(f"{name}-b")
+    barrier = threading.Barrier(2)
+    out: dict[int, tuple[str, float, list[dict[str, object]]]] = {}
+
+    def member(i: int, mine: il.RWLock, wanted: il.RWLock) -> None:
+        assert mine.acquire_write(timeout=10)
+        try:
+            barrier.wait(10)
+            t0 = time.monotonic()
+            try:
+                ok = wanted.acquire_read(timeout=10)
+                out[i] = ("got" if ok else "timeout", time.monotonic() - t0, [])
+                if ok:
+                    wanted.release_read()
+            except il.DeadlockError as e:
+                out[i] = ("deadlock", time.monotonic() - t0, e.cycle)
+        finally:
+            mine.release_write()
+
+    threads = [
+        threading.Thread(target=member, args=(0, a, b)),
+        threading.Thread(target=member, args=(1, b, a)),
+    ]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+            assert not t.is_alive()
+    finally:
+        a.close()
+        b.close()
+    assert sorted(v[0] for v in out.values()) == ["deadlock", "got"], out
+    (victim,) = [v for v in out.values() if v[0] == "deadlock"]
+    assert victim[1] < 1.0
+    assert {c["wait"] for c in victim[2]} == {"read"}
+    assert len({c["tid"] for c in victim[2]}) == 2
+
+
+def test_long_read_hold_is_not_a_deadlock(name: str) -> None:
+    """A writer waits for a reader that is busy (not blocked), and for one that
+    is blocked on a Lock held by a busy thread: no cycle, nobody raises."""
+    rw = il.RWLock(name)
+    lock = il.Lock(f"{name}-l")
+    reading = threading.Barrier(3)
+    lock.acquire()
+    errors: list[BaseException] = []
+
+    def busy_reader() -> None:
+        with rw.read():
+            reading.wait(10)
+            time.sleep(6 * _deadlock.CHECK_EVERY)  # busy while the writer's checks run
+
+    def blocked_reader() -> None:
+        with rw.read():
+            reading.wait(10)
+            try:
+                assert lock.acquire(timeout=10)
+                lock.release()
+            except il.DeadlockError as e:
+                errors.append(e)
+
+    threads = [threading.Thread(target=busy_reader), threading.Thread(target=blocked_reader)]
+    for t in threads:
+        t.start()
+    try:
+        reading.wait(10)
+        before = _deadlock.stats["checks"]
+        writer_result: list[object] = []
+
+        def writer() -> None:
+            try:
+                writer_result.append(rw.acquire_write(timeout=10))
+                rw.release_write()
+            except il.DeadlockError as e:
+                writer_result.append(e)
+
+        w = threading.Thread(target=writer)
+        w.start()
+        threads[0].join(10)  # the busy reader leaves; the blocked one still waits
+        assert _deadlock.stats["checks"] > before  # the detector did run meanwhile
+        lock.release()
+        w.join(10)
+        for t in threads:
+            t.join(10)
+        assert writer_result == [True] and not errors
+    finally:
+        with contextlib.suppress(RuntimeError):
+            lock.release()
+        rw.close()
+        lock.close()
+
+
+STRESS_RW = """
+import threading
+names = sys.argv[1].split(",")
+seconds, seed, nthreads = float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+from interlink import _deadlock
+# Every other object is an RWLock; the threads of this process share the
+# handles (so read sides of one handle are held by several threads), and all
+# take the objects in the global order: never a cycle.
+objs = [il.RWLock(n) if i % 2 else il.Lock(n) for i, n in enumerate(names)]
+say("ready")
+hear()
+end = time.monotonic() + seconds
+counts = {"iterations": 0, "errors": 0}
+guard = threading.Lock()
+
+def worker(k):
+    rng = random.Random(seed * 100 + k)
+    while time.monotonic() < end:
+        subset = sorted(rng.sample(range(len(objs)), rng.randint(1, len(objs))))
+        taken = []
+        try:
+            for i in subset:
+                o = objs[i]
+                if i % 2 == 0:
+                    assert o.acquire(timeout=30)
+                    taken.append(o.release)
+                elif rng.random() < 0.3:
+                    assert o.acquire_write(timeout=30)
+                    taken.append(o.release_write)
+                else:
+                    assert o.acquire_read(timeout=30)
+                    taken.append(o.release_read)
+            if rng.random() < 0.01:
+                time.sleep(rng.uniform(0.15, 0.3))  # long holds: waits pass the threshold
+        except il.DeadlockError as e:
+            with guard:
+                counts["errors"] += 1
+            say("deadlock", str(e).replace(" ", "_"))
+        finally:
+            for release in reversed(taken):
+                release()
+        with guard:
+            counts["iterations"] += 1
+
+threads = [threading.Thread(target=worker, args=(k,)) for k in range(nthreads)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+say("done", counts["iterations"], counts["errors"], _deadlock.stats["checks"])
+hear()
+"""
+
+
+@pytest.mark.timeout(120)
+def test_no_false_positive_with_rwlocks(spawn: Spawn, name: str) -> None:
+    names = ",".join(f"{name}-{i}" for i in range(4))
+    # 4 processes x 2 threads: read sides of one handle held by several threads.
+    children = [spawn(STRESS_RW, names, "8", str(seed), "2") for seed in range(4)]
+    for c in children:
+        c.expect("ready", timeout=30)
+    for c in children:
+        c.tell("go")
+    total_iter = total_checks = 0
+    for c in children:
+        line = c.readline(timeout=90).split()
+        assert line[0] == "done", f"false positive: {line}"
+        iterations, errors, checks = map(int, line[1:])
+        assert errors == 0
+        total_iter += iterations
+        total_checks += checks
+    for c in children:
+        c.tell("bye")
+        assert c.wait() == 0, c.stderr()
+    print(f"rw stress: {total_iter} lock-set acquisitions, {total_checks} detector runs, no error")
+    assert total_checks > 0  # the detector did run (waits passed the threshold)

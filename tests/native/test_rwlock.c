@@ -89,7 +89,7 @@ static int write_acquire(rw_shared *m, uint32_t slot)
 static void read_acquire(rw_shared *m, uint32_t slot)
 {
     while (il_rw_read_try(&m->rw, slot) != IL_OK) {
-        if (il_rw_read_wait_slice(&m->rw, slot, 5 * MS) == IL_OK)
+        if (il_rw_read_wait_slice(&m->rw, slot, -1, 5 * MS) == IL_OK)
             return;
         il_lock_check_owner(&m->rw.wlock, NULL);
     }
@@ -110,7 +110,7 @@ static void test_protocol(void)
     CHECK_EQ(il_rw_read_release(&m->rw, me), IL_OK);
     CHECK_EQ(il_rw_read_release(&m->rw, me), IL_OK);
     CHECK_EQ(il_rw_write_drain_slice(&m->rw, 1 * MS), IL_OK);
-    CHECK_EQ(il_rw_read_wait_slice(&m->rw, me, 1 * MS), IL_TIMEOUT);
+    CHECK_EQ(il_rw_read_wait_slice(&m->rw, me, -1, 1 * MS), IL_TIMEOUT);
     CHECK_EQ(il_rw_write_release(&m->rw, id, tid()), IL_OK);
     CHECK_EQ(il_rw_read_try(&m->rw, me), IL_OK);
     CHECK_EQ(il_rw_read_release(&m->rw, me), IL_OK);
@@ -211,6 +211,64 @@ static void test_dead_writer_owner_died(void)
     munmap(m, sizeof *m);
 }
 
+/* Reader-wait entries (deadlock detection): a claimed entry shows an even
+ * seq while its thread waits, an odd one from the successful attempt on, a
+ * new wait number per claim; the entries of a dead process are taken over. */
+static void test_reader_wait_entries(void)
+{
+    rw_shared *m = rw_new();
+    uint32_t me = attach(m);
+    uint64_t id = il_ident_self(), rid, seq, seq2;
+    uint32_t rtid;
+    CHECK_EQ(il_lock_try(&m->rw.wlock, id, tid(), 0), IL_OK); /* a writer holds */
+    int32_t rq = il_rw_rwait_claim(&m->rw, id, tid());
+    CHECK(rq >= 0);
+    CHECK_EQ(il_rw_rwait_read(&m->rw, (uint32_t)rq, &rid, &rtid, &seq), 1);
+    CHECK_EQ(rid, il_ident_bare(id));
+    CHECK_EQ(rtid, tid());
+    CHECK(seq != 0 && (seq & 1u) == 0);
+    /* failed attempts leave the seq even and unchanged */
+    CHECK_EQ(il_rw_read_wait_slice(&m->rw, me, rq, 1 * MS), IL_TIMEOUT);
+    CHECK_EQ(il_rw_rwait_read(&m->rw, (uint32_t)rq, &rid, &rtid, &seq2), 1);
+    CHECK_EQ(seq2, seq);
+    CHECK_EQ(il_rw_write_release(&m->rw, id, tid()), IL_OK);
+    /* the successful attempt leaves the trying bit set */
+    CHECK_EQ(il_rw_read_wait_slice(&m->rw, me, rq, 1 * MS), IL_OK);
+    CHECK_EQ(il_rw_rwait_read(&m->rw, (uint32_t)rq, &rid, &rtid, &seq2), 1);
+    CHECK_EQ(seq2, seq | 1u);
+    il_rw_rwait_release(&m->rw, rq, id);
+    CHECK_EQ(il_rw_rwait_read(&m->rw, (uint32_t)rq, &rid, &rtid, &seq2), 0);
+    CHECK_EQ(il_rw_read_release(&m->rw, me), IL_OK);
+    /* a new claim: a new wait number */
+    int32_t rq2 = il_rw_rwait_claim(&m->rw, id, tid());
+    CHECK(rq2 >= 0);
+    CHECK_EQ(il_rw_rwait_read(&m->rw, (uint32_t)rq2, &rid, &rtid, &seq2), 1);
+    CHECK(seq2 > seq && (seq2 & 1u) == 0);
+    il_rw_rwait_release(&m->rw, rq2, id);
+    /* all entries taken by a process that then dies: taken over */
+    pid_t pid = fork_child();
+    if (pid == 0) {
+        for (uint32_t i = 0; i < IL_RW_RWAITS; i++)
+            CHECK(il_rw_rwait_claim(&m->rw, il_ident_self(), tid()) >= 0);
+        CHECK_EQ(il_rw_rwait_claim(&m->rw, il_ident_self(), tid()), -1);
+        atomic_store(&m->ready, 1);
+        for (;;)
+            pause();
+    }
+    wait_ready(m);
+    kill(pid, SIGKILL);
+    CHECK_EQ(wait_exit(pid), 128 + SIGKILL);
+    rq = il_rw_rwait_claim(&m->rw, id, tid());
+    CHECK(rq >= 0);
+    il_rw_rwait_release(&m->rw, rq, id);
+    /* waiting counts of a dead slot are dropped by the repair */
+    atomic_store(&m->rw.rwaiting[me + 1], 3);
+    CHECK_EQ(il_rw_waiting_readers(&m->rw), 3);
+    il_rw_recover_readers(&m->rw, &m->hdr, me);
+    CHECK_EQ(il_rw_waiting_readers(&m->rw), 0);
+    munmap(m, sizeof *m);
+}
+
 int main(int argc, char **argv)
 {
     static const test_case tests[] = {
@@ -218,6 +276,7 @@ int main(int argc, char **argv)
         {"rw_exclusion_4_processes", test_exclusion_4_processes, 120},
         {"rw_dead_reader_dropped", test_dead_reader_dropped, 0},
         {"rw_dead_writer_owner_died", test_dead_writer_owner_died, 0},
+        {"rw_reader_wait_entries", test_reader_wait_entries, 0},
     };
     return RUN_TESTS("test_rwlock", tests, argc, argv);
 }

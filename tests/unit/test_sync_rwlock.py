@@ -131,11 +131,87 @@ def test_timeouts(rw: il.RWLock) -> None:
     assert out[2] == "timeout"
     rw.release_write()
     # A writer that timed out draining leaves the lock usable.
-    rw.acquire_read()
+    holding, leave = threading.Event(), threading.Event()
+
+    def reader() -> None:
+        with rw.read():
+            holding.set()
+            leave.wait(10)
+
+    r = threading.Thread(target=reader)
+    r.start()
+    assert holding.wait(10)
     assert rw.acquire_write(timeout=0.05) is False
+    leave.set()
+    r.join(10)
+    assert rw.acquire_write(timeout=1)
+    rw.release_write()
+
+
+def test_upgrade_is_a_deadlock_error(rw: il.RWLock) -> None:
+    assert rw.acquire_read()
+    with pytest.raises(il.DeadlockError, match="no upgrade") as info:
+        rw.acquire_write(timeout=5)
+    assert info.value.cycle[0]["me"] is True  # type: ignore[attr-defined]
+    with pytest.raises(il.DeadlockError), rw.write():
+        pass
+    assert rw.acquire_write(blocking=False) is False  # a try never waits: just False
+    st = rw.statistics()
+    assert st.readers == 1 and st.writer_pid == 0  # nothing left behind
     rw.release_read()
     assert rw.acquire_write(timeout=1)
     rw.release_write()
+
+
+def test_upgrade_waits_with_detection_off(name: str) -> None:
+    rw = il.RWLock(name, deadlock_detection=False)
+    try:
+        assert rw.deadlock_detection is False
+        assert rw.acquire_read()
+        assert rw.acquire_write(timeout=0.05) is False
+        rw.release_read()
+    finally:
+        rw.close()
+    before = il.get_deadlock_detection()
+    il.set_deadlock_detection(False)
+    rw = il.RWLock()
+    try:
+        assert rw.acquire_read()
+        assert rw.acquire_write(timeout=0.05) is False
+        rw.release_read()
+    finally:
+        il.set_deadlock_detection(before)
+        rw.close()
+
+
+def test_read_side_released_by_its_thread_only(rw: il.RWLock) -> None:
+    assert rw.acquire_read()
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            rw.release_read()
+        except RuntimeError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join(10)
+    assert len(errors) == 1
+    assert rw.statistics().readers == 1
+    rw.release_read()
+    assert rw.statistics().readers == 0
+
+
+def test_pickle_keeps_deadlock_switch(name: str) -> None:
+    for flag in (False, True):
+        rw = il.RWLock(f"{name}-{flag}", deadlock_detection=flag)
+        copy = pickle.loads(pickle.dumps(rw))
+        try:
+            assert copy.deadlock_detection is flag
+        finally:
+            copy.close()
+            rw.close()
 
 
 def test_argument_spellings_and_errors(rw: il.RWLock) -> None:
@@ -213,3 +289,22 @@ def test_many_threads_mixed(rw: il.RWLock) -> None:
         t.join(60)
     assert state["bad"] == 0
     assert state["count"] == 300
+
+
+@pytest.mark.parametrize("second", ["read", "write"])
+def test_writer_asking_again_is_a_deadlock(rw: il.RWLock, second: str) -> None:
+    """A thread holding the write side that asks for a read side (or for the
+    write side again) waits for itself: deadlock detection reports it."""
+    assert rw.acquire_write()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(il.DeadlockError) as info:
+            (rw.acquire_read if second == "read" else rw.acquire_write)(timeout=10)
+        assert time.monotonic() - t0 < 5.0  # reported, not timed out
+        cycle = info.value.cycle  # type: ignore[attr-defined]
+        assert len(cycle) == 1 and cycle[0]["wait"] == second and cycle[0]["me"]
+    finally:
+        rw.release_write()
+    assert rw.statistics().waiting_readers == 0 and rw.statistics().waiting_writers == 0
+    assert rw.acquire_read(timeout=1)
+    rw.release_read()

@@ -27,7 +27,14 @@
 #include "seg.h"
 
 #define RW_SLICE_NS (20 * 1000 * 1000LL)
+#define RW_HOLDS_MAX (1u << 20) /* threads holding reads through one handle */
 #define RW_SEGMENT_SIZE (IL_SEG_HEADER_SIZE + ((sizeof(il_rw) + 4095u) & ~(size_t)4095u))
+
+/* Read holds of one thread through a handle (process-local). */
+typedef struct {
+    uint32_t tid;
+    uint32_t count;
+} rw_hold;
 
 typedef struct {
     PyObject_HEAD
@@ -42,6 +49,10 @@ typedef struct {
     int closed;
     int owner_died;
     int waiters;
+    int64_t dd_after_ns; /* deadlock checks after a wait this long; 0 off */
+    int64_t dd_every_ns; /* ... and then at most this often */
+    rw_hold *holds;      /* per-thread read holds of this handle's slot */
+    uint32_t nholds, capholds, lasthold;
     module_state *st;
     PyObject *weakreflist;
     PyObject *dict;
@@ -58,6 +69,77 @@ static uint32_t rw_self_tid(void)
         rw_tl_gen = gen;
     }
     return rw_tl_tid;
+}
+
+/* ---- per-thread read accounting (process-local; rd[slot] is the shared sum).
+ * Deadlock detection needs to know which thread holds a read side; only the
+ * thread that took a read side may give it back. */
+
+static rw_hold *rw_hold_find(RWObject *self, uint32_t tid)
+{
+    if (self->lasthold < self->nholds && self->holds[self->lasthold].tid == tid)
+        return &self->holds[self->lasthold];
+    for (uint32_t i = 0; i < self->nholds; i++)
+        if (self->holds[i].tid == tid && self->holds[i].count > 0) {
+            self->lasthold = i;
+            return &self->holds[i];
+        }
+    return NULL;
+}
+
+static uint32_t rw_hold_count(RWObject *self, uint32_t tid)
+{
+    rw_hold *h = rw_hold_find(self, tid);
+    return h ? h->count : 0;
+}
+
+/* Count one more read hold for tid: 0, or -1 with MemoryError. */
+static int rw_hold_add(RWObject *self, uint32_t tid)
+{
+    rw_hold *h = rw_hold_find(self, tid);
+    if (h != NULL && h->count > 0) {
+        if (h->count == UINT32_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "too many read holds by one thread");
+            return -1;
+        }
+        h->count++;
+        return 0;
+    }
+    for (uint32_t i = 0; i < self->nholds; i++)
+        if (self->holds[i].count == 0) {
+            self->holds[i].tid = tid;
+            self->holds[i].count = 1;
+            self->lasthold = i;
+            return 0;
+        }
+    if (self->nholds == self->capholds) {
+        uint32_t cap = self->capholds ? self->capholds * 2 : 4;
+        if (cap > RW_HOLDS_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "too many threads hold read sides");
+            return -1;
+        }
+        rw_hold *n = PyMem_Realloc(self->holds, cap * sizeof *n);
+        if (n == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->holds = n;
+        self->capholds = cap;
+    }
+    self->holds[self->nholds].tid = tid;
+    self->holds[self->nholds].count = 1;
+    self->lasthold = self->nholds++;
+    return 0;
+}
+
+static void rw_holds_clear(RWObject *self) { self->nholds = 0; }
+
+/* The calling thread's tid; self->fork_gen must be current (rw_check). */
+static inline uint32_t rw_tid(RWObject *self)
+{
+    if (rw_tl_tid != 0 && rw_tl_gen == self->fork_gen)
+        return rw_tl_tid;
+    return rw_self_tid();
 }
 
 static void rw_unbind(RWObject *self)
@@ -133,6 +215,9 @@ static int rw_attach(RWObject *self)
         return -1;
     }
     self->attached = 1;
+    rw_holds_clear(self);
+    /* A new slot: a dead previous owner's count of waiting readers is not ours. */
+    atomic_store_explicit(&self->rw->rwaiting[self->slot], 0, memory_order_relaxed);
     return 0;
 }
 
@@ -159,6 +244,7 @@ static void rw_detach(RWObject *self)
         return;
     while (il_rw_read_release(self->rw, self->slot) == IL_OK) {
     }
+    rw_holds_clear(self);
     il_seg_detach(self->hdr, self->slot, self->ident);
     self->attached = 0;
 }
@@ -192,27 +278,69 @@ static int rw_repair(RWObject *self)
     return r;
 }
 
+/* ------------------------------------------------------ deadlock detection */
+
+/* docs/design/deadlock.md: once a wait has lasted dd_after_ns, the Python
+ * layer's _deadlock_check(tid, write) runs (GIL held, between slices) at most
+ * every dd_every_ns; it publishes what this thread waits for and holds, walks
+ * the wait-for graph and raises DeadlockError when this waiter is a cycle's
+ * victim.  Uncontended acquires and short waits never get here.  Whoever ran
+ * the hook calls _deadlock_done(tid) on every exit of the wait. */
+typedef struct {
+    int64_t started, last;
+    int published;
+} rw_dd;
+
+static void rw_dd_begin(rw_dd *dd)
+{
+    dd->started = il_now_ns();
+    dd->last = 0;
+    dd->published = 0;
+}
+
+static int rw_dd_due(RWObject *self, const rw_dd *dd, int64_t now)
+{
+    return self->dd_after_ns > 0 && now - dd->started >= self->dd_after_ns &&
+           now - dd->last >= self->dd_every_ns;
+}
+
+/* 0, or -1 with an exception (DeadlockError, or Closed meanwhile). */
+static int rw_dd_hook(RWObject *self, rw_dd *dd, uint32_t tid, int write, int64_t now)
+{
+    dd->last = now;
+    dd->published = 1;
+    PyObject *r = PyObject_CallMethod((PyObject *)self, "_deadlock_check", "Ii", (unsigned)tid,
+                                      write);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return rw_closed_meanwhile(self) ? -1 : 0;
+}
+
+/* Withdraw the wait-for entry, keeping any exception of the wait. */
+static void rw_dd_end(RWObject *self, rw_dd *dd, uint32_t tid)
+{
+    if (!dd->published)
+        return;
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyObject *r = PyObject_CallMethod((PyObject *)self, "_deadlock_done", "I", (unsigned)tid);
+    if (r == NULL)
+        PyErr_WriteUnraisable((PyObject *)self);
+    Py_XDECREF(r);
+    PyErr_Restore(et, ev, tb);
+}
+
 /* ---------------------------------------------------------------- readers */
 
-static PyObject *rw_acquire_read_ns(RWObject *self, int64_t timeout_ns)
+/* The blocking part of acquire_read: Py_True / Py_False (borrowed), or NULL
+ * with an exception.  The caller holds self->waiters, so the buffer stays. */
+static PyObject *rw_read_wait(RWObject *self, uint32_t tid, int64_t timeout_ns, rw_dd *dd)
 {
-    if (rw_check(self) < 0)
-        return NULL;
     il_rw *rw = self->rw;
-    int rc = il_rw_read_try(rw, self->slot);
-    if (rc == IL_OK)
-        Py_RETURN_TRUE;
-    if (rc != IL_BUSY)
-        return rw_status_error(self, rc);
-    if (timeout_ns == 0) {
-        int r = rw_repair(self);
-        if (r < 0)
-            return NULL;
-        return PyBool_FromLong(il_rw_read_try(rw, self->slot) == IL_OK);
-    }
     int64_t deadline = deadline_for(timeout_ns);
     int64_t last_check = il_now_ns();
-    atomic_fetch_add_explicit(&rw->rwaiting, 1, memory_order_relaxed);
+    int32_t rq = -1; /* reader-wait entry, claimed once the wait is long */
     PyObject *result = NULL;
     for (;;) {
         int64_t now = il_now_ns();
@@ -221,11 +349,10 @@ static PyObject *rw_acquire_read_ns(RWObject *self, int64_t timeout_ns)
             break;
         }
         int64_t slice = deadline - now < RW_SLICE_NS ? deadline - now : RW_SLICE_NS;
-        self->waiters++;
+        int rc;
         Py_BEGIN_ALLOW_THREADS
-        rc = il_rw_read_wait_slice(rw, self->slot, slice);
+        rc = il_rw_read_wait_slice(rw, self->slot, rq, slice);
         Py_END_ALLOW_THREADS
-        self->waiters--;
         if (rc == IL_OK) {
             if (self->closed) { /* acquired on a handle closed meanwhile: undo */
                 il_rw_read_release(rw, self->slot);
@@ -249,13 +376,57 @@ static PyObject *rw_acquire_read_ns(RWObject *self, int64_t timeout_ns)
                 break;
             last_check = now;
         }
+        if (rw_dd_due(self, dd, now)) {
+            if (rq < 0)
+                rq = il_rw_rwait_claim(rw, self->ident, tid);
+            if (rq >= 0 && rw_dd_hook(self, dd, tid, 0, now) < 0)
+                break;
+            dd->last = now;
+        }
     }
-    if (self->has_buf)
-        atomic_fetch_sub_explicit(&rw->rwaiting, 1, memory_order_relaxed);
-    rw_maybe_release_buffer(self);
-    if (result == NULL)
+    il_rw_rwait_release(rw, rq, self->ident);
+    return result;
+}
+
+static PyObject *rw_acquire_read_ns(RWObject *self, int64_t timeout_ns)
+{
+    if (rw_check(self) < 0)
         return NULL;
-    return Py_NewRef(result);
+    il_rw *rw = self->rw;
+    uint32_t tid = rw_tid(self);
+    int rc = il_rw_read_try(rw, self->slot);
+    if (rc == IL_BUSY && timeout_ns == 0) {
+        int r = rw_repair(self);
+        if (r < 0)
+            return NULL;
+        rc = il_rw_read_try(rw, self->slot);
+        if (rc == IL_BUSY)
+            Py_RETURN_FALSE;
+    }
+    PyObject *result;
+    if (rc == IL_OK) {
+        result = Py_True;
+    } else if (rc != IL_BUSY) {
+        return rw_status_error(self, rc);
+    } else {
+        rw_dd dd;
+        rw_dd_begin(&dd);
+        uint32_t slot = self->slot;
+        self->waiters++;
+        atomic_fetch_add_explicit(&rw->rwaiting[slot], 1, memory_order_relaxed);
+        result = rw_read_wait(self, tid, timeout_ns, &dd);
+        atomic_fetch_sub_explicit(&rw->rwaiting[slot], 1, memory_order_relaxed);
+        self->waiters--;
+        rw_dd_end(self, &dd, tid);
+        rw_maybe_release_buffer(self);
+        if (result != Py_True)
+            return result == NULL ? NULL : Py_NewRef(result);
+    }
+    if (rw_hold_add(self, tid) < 0) {
+        il_rw_read_release(rw, self->slot);
+        return NULL;
+    }
+    Py_RETURN_TRUE;
 }
 
 PyDoc_STRVAR(rw_acquire_read_doc,
@@ -274,24 +445,29 @@ static PyObject *rw_acquire_read(RWObject *self, PyObject *const *args, Py_ssize
 
 PyDoc_STRVAR(rw_release_read_doc,
              "release_read($self, /)\n--\n\n"
-             "Give a read side back; RuntimeError if this process holds none.");
+             "Give a read side back; RuntimeError unless the calling thread holds one "
+             "through this handle.");
 
 static PyObject *rw_release_read(RWObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (rw_check(self) < 0)
         return NULL;
-    if (il_rw_read_release(self->rw, self->slot) != IL_OK) {
-        PyErr_SetString(PyExc_RuntimeError, "release_read of an un-acquired read lock");
+    rw_hold *h = rw_hold_find(self, rw_tid(self));
+    if (h == NULL || h->count == 0 || il_rw_read_release(self->rw, self->slot) != IL_OK) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "release_read of an un-acquired read lock (a read side is released "
+                        "by the thread that took it, through the same handle)");
         return NULL;
     }
+    h->count--;
     Py_RETURN_NONE;
 }
 
 /* ---------------------------------------------------------------- writers */
 
 /* Take wlock (the writers' FIFO queue).  IL_OK / IL_OWNERDIED / IL_TIMEOUT,
- * or -1 with an exception. */
-static int rw_take_wlock(RWObject *self, uint32_t tid, int64_t deadline)
+ * or -1 with an exception.  The caller holds self->waiters. */
+static int rw_take_wlock(RWObject *self, uint32_t tid, int64_t deadline, rw_dd *dd)
 {
     il_lock *l = &self->rw->wlock;
     int rc = il_lock_try(l, self->ident, tid, 0);
@@ -316,11 +492,9 @@ static int rw_take_wlock(RWObject *self, uint32_t tid, int64_t deadline)
             break;
         }
         int64_t slice = deadline - now < RW_SLICE_NS ? deadline - now : RW_SLICE_NS;
-        self->waiters++;
         Py_BEGIN_ALLOW_THREADS
         rc = il_lock_wait_slice(&w, slice);
         Py_END_ALLOW_THREADS
-        self->waiters--;
         if (rc == IL_OK || rc == IL_OWNERDIED)
             return rc;
         if ((rc == IL_EINTR || rc == IL_TIMEOUT) && PyErr_CheckSignals() < 0) {
@@ -339,11 +513,9 @@ static int rw_take_wlock(RWObject *self, uint32_t tid, int64_t deadline)
         now = il_now_ns();
         if (rc == IL_TIMEOUT || now - last_check >= RW_SLICE_NS) {
             int r;
-            self->waiters++;
             Py_BEGIN_ALLOW_THREADS
             r = il_lock_check_owner(l, &w);
             Py_END_ALLOW_THREADS
-            self->waiters--;
             if (rw_closed_meanwhile(self)) {
                 rc = -1;
                 break;
@@ -355,17 +527,20 @@ static int rw_take_wlock(RWObject *self, uint32_t tid, int64_t deadline)
             }
             last_check = now;
         }
+        if (rw_dd_due(self, dd, now) && rw_dd_hook(self, dd, tid, 1, now) < 0) {
+            rc = -1;
+            break;
+        }
     }
     /* Not acquired: leave the queue, and let readers we blocked in. */
-    if (self->has_buf) {
-        il_lock_wait_cancel(&w);
-        il_rw_wake_readers(self->rw);
-    }
+    il_lock_wait_cancel(&w);
+    il_rw_wake_readers(self->rw);
     return rc;
 }
 
-/* Holding wlock: wait for the readers to drain.  IL_OK, IL_TIMEOUT, or -1. */
-static int rw_drain(RWObject *self, int64_t deadline)
+/* Holding wlock: wait for the readers to drain.  IL_OK, IL_TIMEOUT, or -1.
+ * The caller holds self->waiters. */
+static int rw_drain(RWObject *self, uint32_t tid, int64_t deadline, rw_dd *dd)
 {
     il_rw *rw = self->rw;
     if (il_rw_readers_gone(rw))
@@ -381,11 +556,9 @@ static int rw_drain(RWObject *self, int64_t deadline)
         }
         int64_t slice = deadline - now < RW_SLICE_NS ? deadline - now : RW_SLICE_NS;
         int rc;
-        self->waiters++;
         Py_BEGIN_ALLOW_THREADS
         rc = il_rw_write_drain_slice(rw, slice);
         Py_END_ALLOW_THREADS
-        self->waiters--;
         if (rc == IL_OK)
             return IL_OK;
         if ((rc == IL_EINTR || rc == IL_TIMEOUT) && PyErr_CheckSignals() < 0)
@@ -398,16 +571,17 @@ static int rw_drain(RWObject *self, int64_t deadline)
                 return -1;
             last_check = now;
         }
+        if (rw_dd_due(self, dd, now) && rw_dd_hook(self, dd, tid, 1, now) < 0)
+            return -1;
     }
 }
 
-static PyObject *rw_acquire_write_ns(RWObject *self, int64_t timeout_ns)
+/* acquire_write proper: Py_True / Py_False (new references) or NULL.  The
+ * caller holds self->waiters. */
+static PyObject *rw_write_wait(RWObject *self, uint32_t tid, int64_t timeout_ns, rw_dd *dd)
 {
-    if (rw_check(self) < 0)
-        return NULL;
-    uint32_t tid = rw_self_tid();
     int64_t deadline = timeout_ns == 0 ? 0 : deadline_for(timeout_ns);
-    int rc = rw_take_wlock(self, tid, deadline);
+    int rc = rw_take_wlock(self, tid, deadline, dd);
     if (rc < 0)
         return NULL;
     if (rc == IL_TIMEOUT)
@@ -415,12 +589,10 @@ static PyObject *rw_acquire_write_ns(RWObject *self, int64_t timeout_ns)
     if (rc != IL_OK && rc != IL_OWNERDIED)
         return rw_status_error(self, rc);
     int died = rc == IL_OWNERDIED;
-    int drc = rw_drain(self, deadline);
+    int drc = rw_drain(self, tid, deadline, dd);
     if (drc != IL_OK) {
         /* Give the write side back (the owner-died news with it). */
-        if (self->has_buf)
-            il_rw_write_release(self->rw, self->ident, tid);
-        rw_maybe_release_buffer(self);
+        il_rw_write_release(self->rw, self->ident, tid);
         if (drc < 0)
             return NULL;
         Py_RETURN_FALSE;
@@ -436,6 +608,29 @@ static PyObject *rw_acquire_write_ns(RWObject *self, int64_t timeout_ns)
         Py_DECREF(r);
     }
     Py_RETURN_TRUE;
+}
+
+static PyObject *rw_acquire_write_ns(RWObject *self, int64_t timeout_ns)
+{
+    if (rw_check(self) < 0)
+        return NULL;
+    uint32_t tid = rw_self_tid();
+    if (timeout_ns != 0 && self->dd_after_ns > 0 && rw_hold_count(self, tid) > 0) {
+        /* An upgrade: we would wait for our own read side forever. */
+        PyObject *r = PyObject_CallMethod((PyObject *)self, "_upgrade_deadlock", "I",
+                                          (unsigned)tid);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+    }
+    rw_dd dd;
+    rw_dd_begin(&dd);
+    self->waiters++;
+    PyObject *result = rw_write_wait(self, tid, timeout_ns, &dd);
+    self->waiters--;
+    rw_dd_end(self, &dd, tid);
+    rw_maybe_release_buffer(self);
+    return result;
 }
 
 PyDoc_STRVAR(rw_acquire_write_doc,
@@ -545,13 +740,49 @@ static PyObject *rw_stats(RWObject *self, PyObject *Py_UNUSED(ignored))
         "{s:I,s:I,s:I,s:I,s:I,s:I,s:K,s:K,s:K,s:K}", "writer_pid",
         hid ? (unsigned)il_ident_pid(hid) : 0u, "writer_tid", (unsigned)htid, "readers",
         il_rw_readers(rw), "held", il_rw_held(rw, self->slot), "waiting_readers",
-        atomic_load_explicit(&rw->rwaiting, memory_order_relaxed), "waiting_writers",
+        il_rw_waiting_readers(rw), "waiting_writers",
         il_lock_waiters(&rw->wlock), "read_acquisitions",
         (unsigned long long)atomic_load_explicit(&rw->racq, memory_order_relaxed),
         "write_acquisitions",
         (unsigned long long)atomic_load_explicit(&rw->wacq, memory_order_relaxed),
         "owner_died", (unsigned long long)ls.owner_died, "readers_recovered",
         (unsigned long long)atomic_load_explicit(&rw->rrecovered, memory_order_relaxed));
+}
+
+PyDoc_STRVAR(rw_deadlock_config_doc,
+             "_deadlock_config($self, after_ns, every_ns, /)\n--\n\n"
+             "Run _deadlock_check() in waits longer than after_ns, at most every every_ns "
+             "(after_ns 0: never, this handle does not take part in deadlock detection).");
+
+static PyObject *rw_deadlock_config(RWObject *self, PyObject *args)
+{
+    long long after, every;
+    if (!PyArg_ParseTuple(args, "LL:_deadlock_config", &after, &every))
+        return NULL;
+    if (after < 0 || every < 0) {
+        PyErr_SetString(PyExc_ValueError, "deadlock check intervals must be >= 0");
+        return NULL;
+    }
+    self->dd_after_ns = after;
+    self->dd_every_ns = every;
+    Py_RETURN_NONE;
+}
+
+static PyObject *rw_read_holds(RWObject *self, PyObject *arg)
+{
+    unsigned long tid = PyLong_AsUnsignedLong(arg);
+    if (tid == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    if (self->closed || !self->has_buf || self->fork_gen != il_fork_generation())
+        return PyLong_FromLong(0);
+    return PyLong_FromUnsignedLong(rw_hold_count(self, (uint32_t)tid));
+}
+
+static PyObject *rw_get_slot(RWObject *self, void *Py_UNUSED(c))
+{
+    if (self->closed || !self->attached)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLong(self->slot);
 }
 
 static PyObject *rw_get_closed(RWObject *self, void *Py_UNUSED(c))
@@ -589,6 +820,8 @@ static void rw_dealloc(RWObject *self)
     }
     if (self->has_buf)
         rw_unbind(self);
+    PyMem_Free(self->holds);
+    self->holds = NULL;
     Py_CLEAR(self->dict);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
@@ -600,6 +833,9 @@ static PyMethodDef rw_methods[] = {
     {"_reclaim", (PyCFunction)rw_reclaim, METH_NOARGS,
      "Drop dead processes' read holds and free their attach slots."},
     {"_stats", (PyCFunction)rw_stats, METH_NOARGS, "A dict of state and counters."},
+    {"_deadlock_config", (PyCFunction)rw_deadlock_config, METH_VARARGS, rw_deadlock_config_doc},
+    {"_read_holds", (PyCFunction)rw_read_holds, METH_O,
+     "Read sides thread `tid` of this process holds through this handle."},
     {"recovered", (PyCFunction)rw_recovered, METH_NOARGS,
      "recovered($self, /)\n--\n\nClear owner_died (the protected data was repaired)."},
     {"acquire_read", (PyCFunction)(void (*)(void))rw_acquire_read,
@@ -613,6 +849,7 @@ static PyMethodDef rw_methods[] = {
 
 static PyGetSetDef rw_getset[] = {
     {"closed", (getter)rw_get_closed, NULL, "Whether this handle is closed.", NULL},
+    {"_slot", (getter)rw_get_slot, NULL, "This handle's attach slot (None when closed).", NULL},
     {"owner_died", (getter)rw_get_owner_died, NULL,
      "True after a write acquisition that found the previous writer dead, until the next "
      "clean write acquisition or recovered().",
@@ -661,9 +898,119 @@ static PyObject *mod_rwlock_format(PyObject *Py_UNUSED(m), PyObject *arg)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(rwlock_snapshot_doc,
+             "rwlock_snapshot($module, buffer, /)\n--\n\n"
+             "Read an rwlock segment (a read-only buffer is enough) for deadlock detection and "
+             "`interlink ls`: (writer_ident, writer_tid, turn, writers, readers, read_waits, "
+             "waiting_readers).  writer_ident is 0 unless a writer holds the write side (or "
+             "drains readers to take it), turn the ticket it holds; writers: (ident, tid, "
+             "entry, ticket) of the queued writers; readers: (slot, slot_ident, holds) of the "
+             "attach slots holding read sides; read_waits: (ident, tid, entry, seq) of the "
+             "published reader waits (seq odd while its thread tries to acquire).  None when "
+             "the buffer is not a formatted rwlock.");
+
+static PyObject *mod_rwlock_snapshot(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    Py_buffer v;
+    if (PyObject_GetBuffer(arg, &v, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if ((size_t)v.len < RW_SEGMENT_SIZE) {
+        PyBuffer_Release(&v);
+        Py_RETURN_NONE;
+    }
+    il_seg_header *hdr = (il_seg_header *)v.buf;
+    il_rw *rw = (il_rw *)((char *)v.buf + IL_SEG_HEADER_SIZE);
+    if (il_rw_validate(rw) != IL_OK) {
+        PyBuffer_Release(&v);
+        Py_RETURN_NONE;
+    }
+    il_lock *l = &rw->wlock;
+    uint64_t s = atomic_load_explicit(&l->state, memory_order_seq_cst);
+    uint64_t hid = 0;
+    uint32_t htid = 0;
+    int32_t hidx = -1;
+    if ((s >> 32) & 1u) {
+        uint32_t idx = (uint32_t)((s >> 40) & 0xFFu);
+        if (idx < IL_LOCK_QUEUE) {
+            hidx = (int32_t)idx;
+            hid = atomic_load_explicit(&l->q[idx].ident, memory_order_acquire);
+            htid = atomic_load_explicit(&l->q[idx].tid, memory_order_relaxed);
+        }
+    }
+    PyObject *writers = PyList_New(0), *readers = PyList_New(0), *waits = PyList_New(0);
+    PyObject *result = NULL;
+    if (writers == NULL || readers == NULL || waits == NULL)
+        goto done;
+    for (uint32_t i = 0; i < IL_LOCK_QUEUE; i++) {
+        if ((int32_t)i == hidx)
+            continue;
+        il_lock_entry *e = &l->q[i];
+        uint64_t id = atomic_load_explicit(&e->ident, memory_order_acquire);
+        if (id == 0)
+            continue;
+        uint64_t tk = atomic_load_explicit(&e->ticket, memory_order_acquire);
+        uint32_t tid = atomic_load_explicit(&e->tid, memory_order_relaxed);
+        if (!(tk & IL_LOCK_TICKET_VALID))
+            continue;
+        PyObject *t = Py_BuildValue("(KIIK)", (unsigned long long)id, (unsigned)tid, (unsigned)i,
+                                    (unsigned long long)(tk & 0xFFFFFFFFu));
+        if (t == NULL || PyList_Append(writers, t) < 0) {
+            Py_XDECREF(t);
+            goto done;
+        }
+        Py_DECREF(t);
+    }
+    for (uint32_t i = 0; i < IL_SEG_SLOTS; i++) {
+        uint32_t n = atomic_load_explicit(&rw->rd[i], memory_order_seq_cst);
+        if (n == 0)
+            continue;
+        uint64_t id = il_ident_bare(atomic_load_explicit(&hdr->slots[i].ident,
+                                                         memory_order_acquire));
+        PyObject *t = Py_BuildValue("(IKI)", (unsigned)i, (unsigned long long)id, (unsigned)n);
+        if (t == NULL || PyList_Append(readers, t) < 0) {
+            Py_XDECREF(t);
+            goto done;
+        }
+        Py_DECREF(t);
+    }
+    for (uint32_t i = 0; i < IL_RW_RWAITS; i++) {
+        uint64_t id, seq;
+        uint32_t tid;
+        if (!il_rw_rwait_read(rw, i, &id, &tid, &seq))
+            continue;
+        PyObject *t = Py_BuildValue("(KIIK)", (unsigned long long)id, (unsigned)tid, (unsigned)i,
+                                    (unsigned long long)seq);
+        if (t == NULL || PyList_Append(waits, t) < 0) {
+            Py_XDECREF(t);
+            goto done;
+        }
+        Py_DECREF(t);
+    }
+    {
+        PyObject *wt = PyList_AsTuple(writers), *rt = PyList_AsTuple(readers),
+                 *qt = PyList_AsTuple(waits);
+        if (wt != NULL && rt != NULL && qt != NULL)
+            result = Py_BuildValue("(KIINNNI)", (unsigned long long)hid, (unsigned)htid,
+                                   (unsigned)(uint32_t)s, wt, rt, qt,
+                                   (unsigned)il_rw_waiting_readers(rw));
+        else {
+            Py_XDECREF(wt);
+            Py_XDECREF(rt);
+            Py_XDECREF(qt);
+        }
+    }
+done:
+    Py_XDECREF(writers);
+    Py_XDECREF(readers);
+    Py_XDECREF(waits);
+    PyBuffer_Release(&v);
+    return result;
+}
+
 static PyMethodDef rw_module_methods[] = {
     {"rwlock_format", mod_rwlock_format, METH_O,
      "rwlock_format($module, buffer, /)\n--\n\nFormat the area of a new rwlock segment."},
+    {"rwlock_snapshot", mod_rwlock_snapshot, METH_O, rwlock_snapshot_doc},
     {NULL, NULL, 0, NULL},
 };
 

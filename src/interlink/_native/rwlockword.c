@@ -68,11 +68,27 @@ int il_rw_read_try(il_rw *rw, uint32_t slot)
     return IL_OK;
 }
 
-int il_rw_read_wait_slice(il_rw *rw, uint32_t slot, int64_t slice_ns)
+/* An attempt by a reader that may own a reader-wait entry: the trying bit is
+ * set (seq_cst) before the attempt and cleared only if it failed, so no
+ * acquisition ever happens while the entry shows an even seq. */
+static int read_try_marked(il_rw *rw, uint32_t slot, int32_t rq)
+{
+    if (rq < 0 || (uint32_t)rq >= IL_RW_RWAITS)
+        return il_rw_read_try(rw, slot);
+    il_rw_rwait *e = &rw->rq[rq];
+    uint64_t s = atomic_load_explicit(&e->seq, memory_order_relaxed);
+    atomic_store_explicit(&e->seq, s | 1u, memory_order_seq_cst);
+    int rc = il_rw_read_try(rw, slot);
+    if (rc != IL_OK)
+        atomic_store_explicit(&e->seq, s & ~(uint64_t)1u, memory_order_seq_cst);
+    return rc;
+}
+
+int il_rw_read_wait_slice(il_rw *rw, uint32_t slot, int32_t rq, int64_t slice_ns)
 {
     uint32_t seq = atomic_load_explicit(&rw->rseq, memory_order_seq_cst);
     atomic_fetch_add_explicit(&rw->rsleepers, 1, memory_order_seq_cst);
-    int rc = il_rw_read_try(rw, slot);
+    int rc = read_try_marked(rw, slot, rq);
     if (rc != IL_BUSY) {
         atomic_fetch_sub_explicit(&rw->rsleepers, 1, memory_order_relaxed);
         return rc;
@@ -81,7 +97,7 @@ int il_rw_read_wait_slice(il_rw *rw, uint32_t slot, int64_t slice_ns)
     atomic_fetch_sub_explicit(&rw->rsleepers, 1, memory_order_relaxed);
     if (frc == IL_EINTR)
         return IL_EINTR;
-    rc = il_rw_read_try(rw, slot);
+    rc = read_try_marked(rw, slot, rq);
     if (rc != IL_BUSY)
         return rc;
     return frc == IL_TIMEOUT ? IL_TIMEOUT : IL_BUSY;
@@ -138,7 +154,8 @@ uint32_t il_rw_recover_readers(il_rw *rw, il_seg_header *hdr, uint32_t my_slot)
         if (i == my_slot)
             continue;
         uint32_t v = atomic_load_explicit(&rw->rd[i], memory_order_acquire);
-        if (v == 0)
+        uint32_t waiting = atomic_load_explicit(&rw->rwaiting[i], memory_order_relaxed);
+        if (v == 0 && waiting == 0)
             continue;
         /* A slot whose process is dead (or that was freed) cannot change its
          * count any more (slots with holds are never reused: the glue's
@@ -146,14 +163,89 @@ uint32_t il_rw_recover_readers(il_rw *rw, il_seg_header *hdr, uint32_t my_slot)
         uint64_t id = atomic_load_explicit(&hdr->slots[i].ident, memory_order_acquire);
         if (id != 0 && il_ident_alive(il_ident_bare(id)))
             continue;
-        if (atomic_compare_exchange_strong_explicit(&rw->rd[i], &v, 0, memory_order_seq_cst,
-                                                    memory_order_relaxed)) {
+        if (waiting != 0)
+            atomic_store_explicit(&rw->rwaiting[i], 0, memory_order_relaxed);
+        if (v != 0 && atomic_compare_exchange_strong_explicit(&rw->rd[i], &v, 0,
+                                                              memory_order_seq_cst,
+                                                              memory_order_relaxed)) {
             n += v;
             atomic_fetch_add_explicit(&rw->rrecovered, v, memory_order_relaxed);
         }
     }
     if (n > 0)
         wake_writer(rw);
+    return n;
+}
+
+int32_t il_rw_rwait_claim(il_rw *rw, uint64_t ident, uint32_t tid)
+{
+    uint64_t me = il_ident_bare(ident);
+    if (me == 0)
+        return -1;
+    int32_t got = -1;
+    for (int pass = 0; pass < 2 && got < 0; pass++) {
+        for (uint32_t i = 0; i < IL_RW_RWAITS; i++) {
+            il_rw_rwait *e = &rw->rq[i];
+            uint64_t cur = atomic_load_explicit(&e->ident, memory_order_acquire);
+            /* first pass: free entries; second: those of dead processes */
+            if (pass == 0 ? cur != 0 : (cur == 0 || il_ident_alive(il_ident_bare(cur))))
+                continue;
+            if (atomic_compare_exchange_strong_explicit(&e->ident, &cur, me, memory_order_acq_rel,
+                                                        memory_order_relaxed)) {
+                got = (int32_t)i;
+                break;
+            }
+        }
+    }
+    if (got < 0)
+        return -1;
+    il_rw_rwait *e = &rw->rq[got];
+    atomic_store_explicit(&e->seq, 0, memory_order_seq_cst);
+    atomic_store_explicit(&e->tid, tid, memory_order_seq_cst);
+    uint64_t n = atomic_fetch_add_explicit(&rw->rwait_next, 1, memory_order_relaxed) + 1;
+    atomic_store_explicit(&e->seq, n << 1, memory_order_seq_cst);
+    return got;
+}
+
+void il_rw_rwait_release(il_rw *rw, int32_t rq, uint64_t ident)
+{
+    if (rq < 0 || (uint32_t)rq >= IL_RW_RWAITS)
+        return;
+    il_rw_rwait *e = &rw->rq[rq];
+    uint64_t me = il_ident_bare(ident);
+    atomic_store_explicit(&e->seq, 0, memory_order_seq_cst);
+    atomic_store_explicit(&e->tid, 0, memory_order_relaxed);
+    atomic_compare_exchange_strong_explicit(&e->ident, &me, 0, memory_order_release,
+                                            memory_order_relaxed);
+}
+
+int il_rw_rwait_read(const il_rw *rw, uint32_t i, uint64_t *ident, uint32_t *tid, uint64_t *seq)
+{
+    if (i >= IL_RW_RWAITS)
+        return 0;
+    il_rw_rwait *e = &((il_rw *)rw)->rq[i];
+    uint64_t s1 = atomic_load_explicit(&e->seq, memory_order_seq_cst);
+    if (s1 == 0)
+        return 0;
+    uint64_t id = atomic_load_explicit(&e->ident, memory_order_seq_cst);
+    uint32_t t = atomic_load_explicit(&e->tid, memory_order_seq_cst);
+    uint64_t s2 = atomic_load_explicit(&e->seq, memory_order_seq_cst);
+    /* A free + claim in between would have passed through seq 0 and a new
+     * wait number; only the trying bit may differ. */
+    if ((s1 | 1u) != (s2 | 1u) || id == 0)
+        return 0;
+    *ident = id;
+    *tid = t;
+    *seq = s2;
+    return 1;
+}
+
+uint32_t il_rw_waiting_readers(const il_rw *rw)
+{
+    il_rw *m = (il_rw *)rw;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < IL_SEG_SLOTS; i++)
+        n += atomic_load_explicit(&m->rwaiting[i], memory_order_relaxed);
     return n;
 }
 

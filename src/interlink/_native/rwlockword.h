@@ -18,7 +18,23 @@
 #include "lockword.h"
 #include "seg.h"
 
-#define IL_RW_MAGIC 0x4B4C5752u /* "RWLK" */
+#define IL_RW_MAGIC 0x324C5752u /* "RWL2" (layout 2: reader-wait table) */
+
+/* Readers whose wait has lasted long enough to take part in deadlock
+ * detection (docs/design/deadlock.md) each publish one entry here.  A waiting
+ * reader can then be told apart from one that has acquired: seq is (wait
+ * number << 1) | trying, the wait number unique per wait (rwait_next), and
+ * the trying bit set around every acquisition attempt and left set by the
+ * successful one until the entry is freed.  So an entry seen twice with the
+ * same even seq proves that its thread did not acquire in between. */
+#define IL_RW_RWAITS 32u
+
+typedef struct il_rw_rwait {
+    _Atomic uint64_t ident; /* the waiting thread's process identity, 0 = free */
+    _Atomic uint64_t seq;   /* wait number << 1 | trying; 0 while set up or freed */
+    _Atomic uint32_t tid;
+    uint32_t unused;
+} il_rw_rwait;
 
 typedef struct il_rw {
     il_lock wlock; /* the writers' queue and the write side */
@@ -26,10 +42,13 @@ typedef struct il_rw {
     _Atomic uint32_t rseq;      /* futex word: readers blocked by a writer */
     _Atomic uint32_t rsleepers; /* readers (about to be) asleep on rseq */
     _Atomic uint32_t wseq;      /* futex word: the writer waiting for readers to drain */
-    _Atomic uint32_t rwaiting;  /* readers inside a blocking acquire (statistics) */
-    uint32_t unused;
+    _Atomic uint64_t rwait_next; /* wait numbers of rq[] entries */
     _Atomic uint64_t racq, wacq, rrecovered; /* statistics (approximate) */
     _Alignas(64) _Atomic uint32_t rd[IL_SEG_SLOTS]; /* read holds per attach slot */
+    /* readers inside a blocking acquire, per attach slot (statistics, ls);
+     * a dead slot's count is dropped by il_rw_recover_readers */
+    _Alignas(64) _Atomic uint32_t rwaiting[IL_SEG_SLOTS];
+    _Alignas(64) il_rw_rwait rq[IL_RW_RWAITS];
 } il_rw;
 
 void il_rw_init(il_rw *rw);
@@ -38,8 +57,10 @@ int il_rw_validate(const il_rw *rw);
 /* Readers.  try: IL_OK or IL_BUSY (a writer holds or waits), never blocks. */
 int il_rw_read_try(il_rw *rw, uint32_t slot);
 /* One bounded wait: IL_OK (acquired), IL_TIMEOUT (slice elapsed), IL_EINTR,
- * IL_BUSY (woken, not acquired). */
-int il_rw_read_wait_slice(il_rw *rw, uint32_t slot, int64_t slice_ns);
+ * IL_BUSY (woken, not acquired).  rq: the caller's reader-wait entry
+ * (il_rw_rwait_claim), or -1: each attempt is then bracketed by its trying
+ * bit (left set after the successful one). */
+int il_rw_read_wait_slice(il_rw *rw, uint32_t slot, int32_t rq, int64_t slice_ns);
 /* IL_OK, or IL_INVALID if this slot holds no read side. */
 int il_rw_read_release(il_rw *rw, uint32_t slot);
 
@@ -55,6 +76,19 @@ void il_rw_wake_readers(il_rw *rw);
 
 /* Drop the read holds of dead (or freed) attach slots; returns how many. */
 uint32_t il_rw_recover_readers(il_rw *rw, il_seg_header *hdr, uint32_t my_slot);
+
+/* Reader-wait entries (deadlock detection).  claim: an entry index for
+ * (ident, tid) with a new wait number, or -1 when all entries are taken by
+ * live processes (entries of dead ones are taken over).  release: free it
+ * (only its owner calls this). */
+int32_t il_rw_rwait_claim(il_rw *rw, uint64_t ident, uint32_t tid);
+void il_rw_rwait_release(il_rw *rw, int32_t rq, uint64_t ident);
+/* A consistent read of entry i: 1 and (*ident, *tid, *seq) when in use, 0
+ * when free or changing. */
+int il_rw_rwait_read(const il_rw *rw, uint32_t i, uint64_t *ident, uint32_t *tid, uint64_t *seq);
+
+/* Readers inside a blocking acquire (sum over slots). */
+uint32_t il_rw_waiting_readers(const il_rw *rw);
 
 uint32_t il_rw_readers(const il_rw *rw);
 uint32_t il_rw_held(const il_rw *rw, uint32_t slot);

@@ -67,14 +67,26 @@ def _as_json(info: ObjectInfo) -> dict[str, Any]:
         "users": [{"pid": u.pid, "alive": u.alive, "sender": u.sender} for u in info.users],
         "holders": None if info.holders is None else list(info.holders),
         "waiters": info.waiters,
+        "writer": info.writer,
+        "readers": None if info.readers is None else list(info.readers),
     }
 
 
 def _holders_text(info: ObjectInfo) -> str:
-    """Lock/semaphore holders: their pids, "free", or "" for other kinds."""
+    """Lock/semaphore holders: their pids, "free", or "" for other kinds.
+
+    An RWLock's: "<pid> (write)" or "<pid>, <pid> (read)".
+    """
     if info.holders is None:
         return ""
-    return ", ".join(str(pid) for pid in info.holders) if info.holders else "free"
+    if not info.holders:
+        return "free"
+    pids = ", ".join(str(pid) for pid in info.holders)
+    if info.writer is not None:
+        return f"{pids} (write)"
+    if info.readers is not None:
+        return f"{pids} (read)"
+    return pids
 
 
 def _waiters_text(info: ObjectInfo) -> str:
@@ -103,9 +115,12 @@ def _where() -> str:
 def ls(as_json: bool) -> None:
     """List interlink objects: kind, size, mode, owner, state, attached processes.
 
-    For locks, rlocks and semaphores also the pids holding them (HELD BY; a
-    semaphore's holders are the processes with units charged to them) and the
-    number of threads waiting (WAITING).
+    For locks, rlocks, rwlocks and semaphores also the pids holding them
+    (HELD BY; a semaphore's holders are the processes with units charged to
+    them; an rwlock's are its writer, marked (write), or its readers, marked
+    (read)) and the number of threads waiting (WAITING; for an rwlock:
+    waiting readers, queued writers and a writer waiting for readers to
+    leave).
 
     STATE is ok (some attached process is alive), stale (only dead processes
     were attached: `interlink gc` removes it), abandoned (its creator died
@@ -158,12 +173,16 @@ def gc(dry_run: bool, corrupt: bool) -> None:
 
     Objects that some live process still uses are never touched; stale ones
     (every attached process has died) and abandoned ones (the creator died
-    while creating it) are removed; damaged ones only with --corrupt.
+    while creating it) are removed; damaged ones only with --corrupt.  The
+    deadlock-detection entries that killed processes left behind (one small
+    file per thread that died in a long lock wait) are removed too.
     """
+    from .._deadlock import gc_registry
     from .._segment import gc_objects, list_objects
 
     try:
         removed = gc_objects(dry_run=dry_run, corrupt=corrupt)
+        entries = gc_registry(dry_run=dry_run)
     except OSError as exc:
         raise click.ClickException(f"gc failed: {exc}") from exc
     verb = "would remove" if dry_run else "removed"
@@ -174,7 +193,10 @@ def gc(dry_run: bool, corrupt: bool) -> None:
             + (f"; was attached by {users}" if users else "")
             + ")"
         )
-    if not removed:
+    if entries:
+        noun = "entry" if len(entries) == 1 else "entries"
+        click.echo(f"{verb} {len(entries)} deadlock-registry {noun} of dead processes")
+    if not removed and not entries:
         click.echo(f"nothing to remove in {_where()}")
     if not corrupt:
         damaged = [info.name for info in list_objects() if info.state == "corrupt"]
