@@ -370,10 +370,13 @@ int il_barrier_status(il_barrier_waiter *w)
 }
 
 /* 1 if a party registered WAITING in generation gen (other than self) belongs
- * to a dead process. */
+ * to a dead process.  Each other process is checked once (one /proc read),
+ * however many of its threads wait. */
 static int bar_dead_party(il_barrier *b, uint32_t gen, uint64_t self)
 {
     uint64_t want = bar_gs(gen, IL_BARRIER_WAITING);
+    uint64_t alive[IL_BARRIER_ENTRIES];
+    uint32_t nalive = 0;
     for (uint32_t i = 0; i < IL_BARRIER_ENTRIES; i++) {
         il_barrier_entry *q = &b->q[i];
         uint64_t id = atomic_load_explicit(&q->ident, SC);
@@ -381,8 +384,17 @@ static int bar_dead_party(il_barrier *b, uint32_t gen, uint64_t self)
             continue;
         if (atomic_load_explicit(&q->gs, SC) != want)
             continue;
-        if (!il_ident_alive(id) && atomic_load_explicit(&q->ident, SC) == id &&
-            atomic_load_explicit(&q->gs, SC) == want)
+        int known = 0;
+        for (uint32_t k = 0; k < nalive && !known; k++)
+            known = alive[k] == id;
+        if (known)
+            continue;
+        if (il_ident_alive(id)) {
+            alive[nalive++] = id;
+            continue;
+        }
+        /* Dead, unless the entry changed meanwhile (freed by a scan). */
+        if (atomic_load_explicit(&q->ident, SC) == id && atomic_load_explicit(&q->gs, SC) == want)
             return 1;
     }
     return 0;
