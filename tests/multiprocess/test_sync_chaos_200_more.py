@@ -442,12 +442,14 @@ def test_barrier_never_completes_with_a_dead_party(name: str) -> None:
     try:
         pid = _fork(_one_wait(name))
         _until(lambda: bar.n_waiting == 1, lambda: "the child never arrived")
-        _kill(pid)
+        os.kill(pid, signal.SIGKILL)  # not reaped: a zombie, as when the parent waits
+        _until(lambda: not _running(pid), lambda: "the child did not die")
         t0 = time.monotonic()
         with pytest.raises(threading.BrokenBarrierError):
             bar.wait(timeout=5)
         assert time.monotonic() - t0 < 4.0, "broken by the timeout, not by the death"
         assert bar.broken
+        assert _exit_code(pid, 5.0) == -signal.SIGKILL
         bar.reset()
         pid = _fork(_one_wait(name))  # fresh parties pass again
         assert bar.wait(timeout=5) in (0, 1)
