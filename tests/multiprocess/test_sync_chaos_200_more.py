@@ -307,6 +307,9 @@ def test_killed_rwlock_users_200(name: str) -> None:
             f"to the test + {repairs} to workers (owner_died counter {stats.owner_died}), "
             f"read holds recovered {stats.readers_recovered}, {elapsed:.1f} s"
         )
+        # Each report is one OwnerDied acquisition; a worker killed between its
+        # acquisition and its count leaves the counter ahead, never behind.
+        assert stats.owner_died >= seen_by_test + repairs
         assert died_writing > 0 and died_reading > 0  # the kills land inside both sides
         assert elapsed < BUDGET
     finally:
@@ -634,6 +637,7 @@ def test_killed_condition_users_200(name: str) -> None:
             f"lock owner deaths reported: {seen_by_test} to the test + {repairs} to workers "
             f"(counter {stats.owner_died}), {elapsed:.1f} s"
         )
+        assert stats.owner_died >= seen_by_test + repairs > 0
         assert died_in[CV_IN_SECTION] and died_in[CV_IN_NOTIFY] and died_in[CV_IN_WAIT]
         assert elapsed < BUDGET
     finally:
