@@ -369,9 +369,49 @@ int il_barrier_status(il_barrier_waiter *w)
     return IL_BUSY;
 }
 
+/* 1 if a party registered WAITING in generation gen (other than self) belongs
+ * to a dead process.  Each other process is checked once (one /proc read),
+ * however many of its threads wait. */
+static int bar_dead_party(il_barrier *b, uint32_t gen, uint64_t self)
+{
+    uint64_t want = bar_gs(gen, IL_BARRIER_WAITING);
+    uint64_t alive[IL_BARRIER_ENTRIES];
+    uint32_t nalive = 0;
+    for (uint32_t i = 0; i < IL_BARRIER_ENTRIES; i++) {
+        il_barrier_entry *q = &b->q[i];
+        uint64_t id = atomic_load_explicit(&q->ident, SC);
+        if (id == 0 || id == self)
+            continue;
+        if (atomic_load_explicit(&q->gs, SC) != want)
+            continue;
+        int known = 0;
+        for (uint32_t k = 0; k < nalive && !known; k++)
+            known = alive[k] == id;
+        if (known)
+            continue;
+        if (il_ident_alive(id)) {
+            alive[nalive++] = id;
+            continue;
+        }
+        /* Dead, unless the entry changed meanwhile (freed by a scan). */
+        if (atomic_load_explicit(&q->ident, SC) == id && atomic_load_explicit(&q->gs, SC) == want)
+            return 1;
+    }
+    return 0;
+}
+
 int il_barrier_complete(il_barrier_waiter *w)
 {
     il_barrier *b = w->b;
+    /* Never release a generation that counted a party which has died since it
+     * arrived: break it instead, so that the others learn of the death now
+     * rather than passing and then waiting for it in the next generation.
+     * (A party dying after this check is not caught: the generation then
+     * completes as if it had died just after passing.) */
+    if (bar_dead_party(b, w->gen, w->ident)) {
+        il_barrier_break(b, w->gen);
+        return IL_BROKEN;
+    }
     uint64_t expect = ((uint64_t)w->gen << 32) | b->parties;
     uint64_t next = (uint64_t)(uint32_t)(w->gen + 1u) << 32;
     if (!atomic_compare_exchange_strong_explicit(&b->word, &expect, next, SC, SC))

@@ -177,7 +177,10 @@ int il_barrier_sleep(il_barrier *b, uint32_t snap, int64_t slice_ns);
 /* Where an arrived waiter stands: IL_OK (its generation completed),
  * IL_BROKEN, IL_BUSY (still waiting). */
 int il_barrier_status(il_barrier_waiter *w);
-/* Last party: (g, parties) -> (g+1, 0), waking everyone.  IL_OK or IL_BROKEN. */
+/* Last party: (g, parties) -> (g+1, 0), waking everyone.  IL_OK, or IL_BROKEN
+ * when the generation is broken, or when a party counted in it has died (then
+ * this call breaks it: a generation never completes with a dead party that
+ * died before this check).  Reads /proc once per other waiting party. */
 int il_barrier_complete(il_barrier_waiter *w);
 /* Break the barrier (abort(), a timeout, an exception in the action) if it is
  * still in generation gen (gen < 0: whatever the generation). */

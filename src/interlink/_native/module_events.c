@@ -722,8 +722,15 @@ static PyObject *bar_complete(EvObject *self, PyObject *tok)
     il_barrier_waiter w;
     if (bar_token(self, tok, &w) < 0)
         return NULL;
-    int rc = il_barrier_complete(&w);
-    il_barrier_leave(&w);
+    int rc;
+    self->waiters++;
+    Py_BEGIN_ALLOW_THREADS /* reads /proc once per waiting party */
+    rc = il_barrier_complete(&w);
+    Py_END_ALLOW_THREADS
+    self->waiters--;
+    il_barrier_leave(&w); /* the mapping stays until ev_maybe_release */
+    if (ev_closed_meanwhile(self))
+        return NULL;
     if (rc != IL_OK)
         return broken_error();
     Py_RETURN_NONE;
