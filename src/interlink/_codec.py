@@ -119,6 +119,7 @@ _PARSE_ERRORS: Final = (
     KeyError,
     OverflowError,
     struct.error,
+    RecursionError,  # hostile nesting depth
 )
 
 
@@ -590,7 +591,10 @@ class PickleCodec(Codec):
         # pickle.loads reads the stream from the record's start, ignoring the
         # trailer after STOP.  (Only types whose len() counts bytes.)
         t = type(data)
-        if t is _Message or t is bytes or t is bytearray:
+        flat = t is _Message or t is bytes or t is bytearray
+        if not flat and isinstance(data, memoryview):
+            flat = data.itemsize == 1 and data.ndim == 1 and data.c_contiguous
+        if flat:
             n = len(data)  # type: ignore[arg-type]
             if n > TRAILER_SIZE and _TRAILER_KEY.unpack_from(data, n - TRAILER_SIZE)[0] == (
                 self._plain_key
