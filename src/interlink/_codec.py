@@ -107,6 +107,22 @@ INLINE_MAX: Final = 64 * 1024
 
 _ZEROS: Final = bytes(OOB_ALIGN)
 _PICKLE_PROTOCOL: Final = 5
+#: After a pickle at least as long as the out-of-band threshold, this many
+#: further encodes use the buffer callback directly (see PickleCodec.encode).
+_WATCH: Final = 64
+_WATCH_FOREVER: Final = 1 << 62
+_dumps = pickle.dumps
+#: Types the pickle codec sends as their own bytes, not pickled.
+_RAW_KINDS: Final[dict[type, int]] = {
+    bytes: RAW_BYTES,
+    bytearray: RAW_BYTEARRAY,
+    memoryview: RAW_VIEW,
+}
+#: Types whose len() counts bytes (the decoder's fast path reads the trailer
+#: at len() - 8).
+_BYTE_SIZED: Final = frozenset({bytes, bytearray, _Message})
+_loads = pickle.loads
+_unpack_key = _TRAILER_KEY.unpack_from
 
 #: Exceptions a payload parser raises on malformed input: reported as Corrupt.
 #: Others (an ImportError for a class the reader lacks, errors raised by user
@@ -519,6 +535,12 @@ class PickleCodec(Codec):
             _TRAILER.pack(self._uid, CODEC_PICKLE, kind, 0, MAGIC) for kind in range(4)
         )
         self._plain_key = _TRAILER_KEY.unpack(self._tail)[0]
+        # Pickles shorter than this are final after one pass without a buffer
+        # callback (the callback costs ~10% of a small round trip).  _watch
+        # counts down the encodes still made with the callback after a big
+        # object; 0 is the fast mode.  With a zero threshold, always watch.
+        self._fast_limit = min(oob_threshold, INLINE_MAX + 1)
+        self._watch = 0 if oob_threshold else _WATCH_FOREVER
 
     @property
     def trusted(self) -> bool:
@@ -536,32 +558,53 @@ class PickleCodec(Codec):
         return f"<interlink codec 'pickle' trusted={self._trusted}>"
 
     def encode(self, obj: Any) -> Record:
-        t = type(obj)
-        if t is bytes:
-            raw: bytes = obj
-            if len(raw) <= INLINE_MAX:
-                return raw + self._raw_tails[RAW_BYTES]
-            return Encoded(CODEC_PICKLE, RAW_BYTES, raw, [], self._uid)
-        if t is bytearray or t is memoryview:
-            kind = RAW_BYTEARRAY if t is bytearray else RAW_VIEW
+        kind = _RAW_KINDS.get(type(obj))
+        if kind is not None:
+            if kind == RAW_BYTES and len(obj) <= INLINE_MAX:
+                return obj + self._raw_tails[RAW_BYTES]  # type: ignore[no-any-return]
             mv = _flat(obj)
             if mv.nbytes <= INLINE_MAX:
                 return b"".join((mv, self._raw_tails[kind]))
             return Encoded(CODEC_PICKLE, kind, mv, [], self._uid)
+        if not self._watch:
+            # Fast mode: no buffer callback.  A pickle shorter than the
+            # threshold cannot hold a buffer that would go out of band (an
+            # in-band buffer puts all its bytes in the stream), so it is the
+            # record as the callback would have made it.
+            try:
+                data = _dumps(obj, _PICKLE_PROTOCOL)
+            except MemoryError:
+                raise
+            except Exception as exc:
+                raise self._encode_error(obj, exc) from exc
+            if len(data) < self._fast_limit:
+                return data + self._tail
+            # Big enough to hold such a buffer: pickle again watching for
+            # them, and keep watching while big objects keep coming.
+            self._watch = _WATCH
+        return self._encode_watching(obj)
+
+    def _encode_watching(self, obj: Any) -> Record:
         bufs: list[pickle.PickleBuffer] = []
         try:
-            data = pickle.dumps(obj, _PICKLE_PROTOCOL, buffer_callback=bufs.append)
-            if bufs:
-                return self._encode_oob(obj, data, bufs)
+            data = _dumps(obj, _PICKLE_PROTOCOL, buffer_callback=bufs.append)
+            record = self._encode_oob(obj, data, bufs) if bufs else None
         except MemoryError:
-            raise
-        except EncodeError:
             raise
         except Exception as exc:
             raise self._encode_error(obj, exc) from exc
-        if len(data) <= INLINE_MAX:
-            return data + self._tail
-        return Encoded(CODEC_PICKLE, RAW_NONE, data, [], self._uid)
+        if record is None:
+            record = (
+                data + self._tail
+                if len(data) <= INLINE_MAX
+                else (Encoded(CODEC_PICKLE, RAW_NONE, data, [], self._uid))
+            )
+        if len(record) < self._fast_limit:  # never true with a zero threshold
+            left = self._watch - 1  # threads may race here: it is only a hint
+            self._watch = left if left > 0 else 0
+        else:
+            self._watch = _WATCH
+        return record
 
     def _encode_oob(self, obj: Any, data: bytes, bufs: list[pickle.PickleBuffer]) -> Record:
         views = [b.raw() for b in bufs]
@@ -591,16 +634,16 @@ class PickleCodec(Codec):
         # pickle.loads reads the stream from the record's start, ignoring the
         # trailer after STOP.  (Only types whose len() counts bytes.)
         t = type(data)
-        flat = t is _Message or t is bytes or t is bytearray
-        if not flat and isinstance(data, memoryview):
-            flat = data.itemsize == 1 and data.ndim == 1 and data.c_contiguous
-        if flat:
-            n = len(data)  # type: ignore[arg-type]
-            if n > TRAILER_SIZE and _TRAILER_KEY.unpack_from(data, n - TRAILER_SIZE)[0] == (
-                self._plain_key
-            ):
+        if t in _BYTE_SIZED or (
+            t is memoryview and data.itemsize == 1 and data.ndim == 1 and data.c_contiguous  # type: ignore[attr-defined]
+        ):
+            try:
+                plain = _unpack_key(data, len(data) - 8)[0] == self._plain_key  # type: ignore[arg-type]
+            except struct.error:  # shorter than a trailer
+                plain = False
+            if plain:
                 try:
-                    return pickle.loads(data)
+                    return _loads(data)
                 except _PARSE_ERRORS as exc:
                     raise Corrupt(f"pickle payload could not be decoded: {exc}") from exc
         return super().decode(data, copy=copy)

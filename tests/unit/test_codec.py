@@ -368,6 +368,37 @@ def test_small_buffers_stay_in_band() -> None:
     assert "2 out-of-band" in repr(every)
 
 
+def test_fast_and_watching_modes_give_the_same_records() -> None:
+    # Small pickles skip the buffer callback; after a big one the codec
+    # watches for buffers for a while.  Records must not depend on the mode.
+    codec = il.PickleCodec()
+    fresh = il.PickleCodec
+    arr = np.arange(2048, dtype=np.float64)  # 16 KiB: out of band
+    small = {"a": [1, 2, 3], "s": np.arange(4)}
+    assert codec._watch == 0
+    assert codec.encode(small) == fresh().encode(small)
+    first = codec.encode({"x": arr})  # fast mode: pickled twice, then watching
+    assert isinstance(first, il.Encoded) and "1 out-of-band" in repr(first)
+    assert codec._watch > 0
+    assert codec.encode(small) == small_record(small)  # watching: same bytes
+    again = codec.encode({"x": arr})
+    assert isinstance(again, il.Encoded) and again.tobytes() == first.tobytes()
+    for _ in range(_codec._WATCH):
+        codec.encode(small)
+    assert codec._watch == 0  # back to the fast mode
+    big_plain = list(range(3000))  # big, no buffers: watched, but inline
+    assert codec.decode(codec.encode(big_plain)) == big_plain and codec._watch > 0
+    always = il.PickleCodec(oob_threshold=0)
+    for _ in range(3):
+        assert always._watch > 0 and "1 out-of-band" in repr(always.encode(np.arange(3)))
+
+
+def small_record(value: Any) -> bytes:
+    record = il.PickleCodec().encode(value)
+    assert type(record) is bytes
+    return record
+
+
 def test_zero_length_out_of_band_buffers() -> None:
     codec = il.PickleCodec(oob_threshold=0)
     value = [np.zeros(0), np.arange(3.0), np.zeros((0, 4))]
