@@ -8,6 +8,7 @@ import os
 import pickle
 import stat
 import struct
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -772,3 +773,24 @@ def test_small_records_through_send_and_recv() -> None:
             with pytest.raises(il.Incompatible):
                 il.BytesCodec().decode(msg)
             assert il.PickleCodec().decode(msg) == b"hello"
+
+
+def test_msgpack_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "msgpack", None)  # import now fails
+    with pytest.raises(ModuleNotFoundError, match="pip install msgpack") as info:
+        il.MsgpackCodec()
+    assert info.value.name == "msgpack"
+    with pytest.raises(ModuleNotFoundError):
+        il.get_codec("msgpack")
+    assert il.get_codec("json").name == "json"  # the others do not need it
+
+
+def test_hostile_nesting_is_corrupt() -> None:
+    deep = il.JsonCodec().dumps(0)[:-TRAILER_SIZE]
+    deep = b"[" * 200_000 + deep + b"]" * 200_000
+    record = deep + il.JsonCodec()._tail
+    with pytest.raises(il.Corrupt):
+        il.JsonCodec().decode(record)
+    packed = b"\x91" * 200_000 + b"\x00" + il.MsgpackCodec()._tail  # fixarray of 1, nested
+    with pytest.raises(il.Corrupt):
+        il.MsgpackCodec().decode(packed)
