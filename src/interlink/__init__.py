@@ -7,6 +7,13 @@ from ._channel import Channel as Channel
 from ._channel import ChannelStatistics as ChannelStatistics
 from ._channel import Loan as Loan
 from ._channel import Message as Message
+from ._codec import BytesCodec as BytesCodec
+from ._codec import Codec as Codec
+from ._codec import Encoded as Encoded
+from ._codec import JsonCodec as JsonCodec
+from ._codec import MsgpackCodec as MsgpackCodec
+from ._codec import PickleCodec as PickleCodec
+from ._codec import get_codec as get_codec
 from ._deadlock import get_deadlock_detection as get_deadlock_detection
 from ._deadlock import set_deadlock_detection as set_deadlock_detection
 from ._sync import Barrier as Barrier
@@ -27,6 +34,7 @@ from .errors import Closed as Closed
 from .errors import Corrupt as Corrupt
 from .errors import DeadlockError as DeadlockError
 from .errors import Empty as Empty
+from .errors import EncodeError as EncodeError
 from .errors import Full as Full
 from .errors import Incompatible as Incompatible
 from .errors import InterlinkError as InterlinkError
@@ -43,30 +51,38 @@ __all__ = [
     "Barrier",
     "BoundedSemaphore",
     "Busy",
+    "BytesCodec",
     "Channel",
     "ChannelStatistics",
     "Closed",
+    "Codec",
     "Condition",
     "Corrupt",
     "DeadlockError",
     "Empty",
+    "EncodeError",
+    "Encoded",
     "Event",
     "Full",
     "Incompatible",
     "InterlinkError",
+    "JsonCodec",
     "Loan",
     "Lock",
     "LockStatistics",
     "Message",
     "MessageTooLarge",
+    "MsgpackCodec",
     "NotFound",
     "OwnerDied",
+    "PickleCodec",
     "RLock",
     "RWLock",
     "RWLockStatistics",
     "Semaphore",
     "SemaphoreStatistics",
     "Timeout",
+    "get_codec",
     "get_deadlock_detection",
     "set_deadlock_detection",
 ]

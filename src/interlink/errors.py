@@ -18,6 +18,7 @@ __all__ = [
     "Corrupt",
     "DeadlockError",
     "Empty",
+    "EncodeError",
     "Full",
     "Incompatible",
     "InterlinkError",
@@ -70,6 +71,10 @@ class AccessDenied(InterlinkError, PermissionError):
 
 class MessageTooLarge(InterlinkError, ValueError):
     """The message can never fit in the object, however long one waits."""
+
+
+class EncodeError(InterlinkError, TypeError):
+    """The codec cannot represent the object (also a ``TypeError``)."""
 
 
 class Busy(InterlinkError):

@@ -71,3 +71,27 @@ def sync_primitives() -> None:
     assert got and value >= 0 and sstats.max_value is None
     for obj in (lock, rlock, sem, bounded):
         obj.close()
+
+
+def codecs(ch: il.Channel) -> object:
+    codec: il.Codec = il.get_codec("pickle", trusted=False)
+    named: list[il.Codec] = [il.get_codec(n) for n in ("auto", "bytes", "msgpack", "json")]
+    custom = il.PickleCodec(trusted=True, oob_threshold=1 << 16)
+    record: bytes | il.Encoded = codec.encode({"k": [1, 2]})
+    if isinstance(record, il.Encoded):
+        size: int = record.size
+        with ch.loan(size) as buf:
+            written: int = record.write_into(buf)
+            assert written == len(record)
+    else:
+        ch.send(record)
+    whole: bytes = custom.dumps(b"raw")
+    with ch.recv(timeout=1.0) as msg:
+        value: object = codec.decode(msg, copy=True)
+    view: object = il.BytesCodec().decode(whole[:0] + il.BytesCodec().dumps(b"x"))
+    other = il.MsgpackCodec(use_list=False).decode(il.JsonCodec(allow_nan=False).dumps(1))
+    try:
+        codec.encode(lambda: None)
+    except il.EncodeError as exc:
+        assert isinstance(exc, TypeError)
+    return (named, value, view, other, codec.name, codec.trusted, il.PickleCodec.runs_code)

@@ -30,6 +30,7 @@ def test_error_hierarchy_matches_standard_exceptions() -> None:
     assert issubclass(il.AlreadyExists, FileExistsError)
     assert issubclass(il.AccessDenied, PermissionError)
     assert issubclass(il.MessageTooLarge, ValueError)
+    assert issubclass(il.EncodeError, TypeError)
     import queue
 
     assert issubclass(il.Empty, queue.Empty) and issubclass(il.Empty, il.Timeout)
@@ -41,3 +42,10 @@ def test_error_hierarchy_matches_standard_exceptions() -> None:
 def test_message_and_loan_types_are_public_names() -> None:
     assert il.Message.__module__ == "interlink"
     assert il.Loan.__module__ == "interlink"
+
+
+def test_codec_types_are_public_names() -> None:
+    for cls in (il.Codec, il.BytesCodec, il.PickleCodec, il.MsgpackCodec, il.JsonCodec, il.Encoded):
+        assert cls.__module__ == "interlink", cls
+        assert getattr(il, cls.__name__) is cls
+    assert isinstance(il.get_codec("pickle"), il.Codec)
