@@ -121,8 +121,13 @@ static int get_msg(il_qh *h, phdr *out)
     int rc = il_q_take(h, me(), buf, sizeof buf, FOREVER, &m);
     if (rc != IL_OK)
         return rc;
-    CHECK(m.copied);
-    *out = check_msg(buf, m.len);
+    CHECK_EQ(m.copied, m.len <= IL_Q_INLINE_COPY);
+    if (m.copied) {
+        *out = check_msg(buf, m.len);
+    } else { /* a large one stays TAKEN: read in place, then release */
+        *out = check_msg(il_q_payload(h, &m), m.len);
+        CHECK_EQ(il_q_release(h, me(), &m, FOREVER), IL_OK);
+    }
     CHECK_EQ(out->prio, m.prio);
     return IL_OK;
 }

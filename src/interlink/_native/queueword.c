@@ -916,7 +916,13 @@ int il_q_put_many(il_qh *h, uint64_t ident, const il_q_item *items, uint32_t n,
                 break;
             if (items[i].len)
                 memcpy(h->arena + m.off, items[i].data, items[i].len);
-            rc = il_q_commit(h, ident, &m, lock_ns);
+            /* The reservation must not be left behind by a busy mutex: wait
+             * for it (held for microseconds by live holders; a dead one is
+             * taken over).  Callers that must stay interruptible use
+             * reserve/commit themselves. */
+            do
+                rc = il_q_commit(h, ident, &m, -1);
+            while (rc == IL_EINTR);
             if (rc != IL_OK)
                 break;
             *done = ++i;
@@ -959,7 +965,7 @@ int il_q_take(il_qh *h, uint64_t ident, void *buf, uint64_t buflen, int64_t lock
         return rc;
     rc = take_locked(h, ident, m);
     wakes wk = {0, 0, 0};
-    if (rc == IL_OK && buf != NULL && m->len <= buflen) {
+    if (rc == IL_OK && buf != NULL && m->len <= buflen && m->len <= IL_Q_INLINE_COPY) {
         if (m->len)
             memcpy(buf, h->arena + m->off, m->len);
         rc = free_entry(h, m->entry, IL_Q_TAKEN);

@@ -240,7 +240,10 @@ int il_q_commit(il_qh *h, uint64_t ident, const il_q_msg *m, int64_t lock_ns);
 /* Give a reservation back (WRITING -> FREE). */
 int il_q_abort(il_qh *h, uint64_t ident, const il_q_msg *m, int64_t lock_ns);
 
-/* reserve + copy + commit; payloads up to IL_Q_INLINE_COPY in one mutex hold. */
+/* reserve + copy + commit; payloads up to IL_Q_INLINE_COPY in one mutex hold.
+ * A larger payload is copied outside the mutex; its commit then waits for the
+ * mutex without the lock_ns limit (never leaving a reservation behind), so a
+ * caller that must stay interruptible uses reserve/commit itself. */
 int il_q_put(il_qh *h, uint64_t ident, const void *data, uint64_t len, int32_t prio,
              uint32_t tag, int64_t lock_ns);
 
@@ -252,8 +255,9 @@ int il_q_put_many(il_qh *h, uint64_t ident, const il_q_item *items, uint32_t n,
 /* ---- consumer ----------------------------------------------------------- */
 
 /* Take the highest-priority READY message (FIFO within a priority): IL_OK and
- * *m; IL_EMPTY.  If buf is not NULL and the payload fits in buflen bytes it is
- * copied there and the entry freed in the same mutex hold (m->copied = 1);
+ * *m; IL_EMPTY.  If buf is not NULL and the payload fits in buflen bytes and
+ * in IL_Q_INLINE_COPY, it is copied there and the entry freed in the same
+ * mutex hold (m->copied = 1);
  * otherwise the entry stays TAKEN by ident: read it at il_q_payload (zero
  * copy), then il_q_release (done, or ack) or il_q_nack. */
 int il_q_take(il_qh *h, uint64_t ident, void *buf, uint64_t buflen, int64_t lock_ns,
