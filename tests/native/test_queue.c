@@ -819,6 +819,54 @@ static void test_join_wait(void)
     tq_free(&t);
 }
 
+/* A spinning consumer suppresses producers' wake syscalls; its flag goes with
+ * wait_end, and a dead spinner's flag is cleared by recovery. */
+static void test_spinning(void)
+{
+    tq t = tq_new(16, 1 << 14, 0, 0, 1);
+    il_q_waiter w, sleeper;
+    il_q_wait_begin(&sleeper, &t.h, me(), IL_Q_WAIT_GET); /* someone registered */
+    il_q_wait_begin(&w, &t.h, me(), IL_Q_WAIT_GET);
+    il_q_wait_spinning(&w, 1);
+    il_q_stats st;
+    il_q_read_stats(&t.h, &st);
+    uint64_t before = st.wakes;
+    for (uint32_t i = 0; i < 5; i++)
+        CHECK_EQ(put_msg(&t.h, 0, i, 0, 16), IL_OK);
+    il_q_read_stats(&t.h, &st);
+    CHECK_EQ(st.wakes, before); /* no syscall while a consumer spins */
+    il_q_wait_spinning(&w, 0);
+    /* taking one with others READY and nobody spinning wakes a sleeper */
+    phdr p;
+    CHECK_EQ(get_msg(&t.h, &p), IL_OK);
+    il_q_read_stats(&t.h, &st);
+    CHECK_EQ(st.wakes, before + 1);
+    CHECK_EQ(put_msg(&t.h, 0, 9, 0, 16), IL_OK); /* a commit wakes too */
+    il_q_read_stats(&t.h, &st);
+    CHECK_EQ(st.wakes, before + 2);
+    il_q_wait_spinning(&w, 1);
+    il_q_wait_end(&w, 1); /* ends the spin flag with the registration */
+    CHECK_EQ(atomic_load(&t.h.q->wq[IL_Q_WAIT_GET].spin_mask), 0);
+    il_q_wait_end(&sleeper, 0);
+    /* a consumer killed while spinning */
+    pid_t kid = fork_child();
+    if (kid == 0) {
+        il_q_waiter d;
+        il_q_wait_begin(&d, &t.h, me(), IL_Q_WAIT_GET);
+        il_q_wait_spinning(&d, 1);
+        kill(getpid(), SIGKILL);
+        _exit(2);
+    }
+    CHECK_EQ(wait_exit(kid), 128 + SIGKILL);
+    CHECK(atomic_load(&t.h.q->wq[IL_Q_WAIT_GET].spin_mask) != 0);
+    il_q_recovered r;
+    CHECK_EQ(il_q_recover_dead(&t.h, me(), FOREVER, &r), IL_OK);
+    CHECK_EQ(r.waiters, 1);
+    CHECK_EQ(atomic_load(&t.h.q->wq[IL_Q_WAIT_GET].spin_mask), 0);
+    CHECK_EQ(atomic_load(&t.h.q->wq[IL_Q_WAIT_GET].mask), 0);
+    tq_free(&t);
+}
+
 /* ---- many threads --------------------------------------------------------- */
 
 #define TP 4
@@ -1394,6 +1442,7 @@ int main(int argc, char **argv)
         {"bounded_waits", test_bounded_waits, 0},
         {"wake_get", test_wake_get, 0},
         {"join_wait", test_join_wait, 0},
+        {"spinning", test_spinning, 0},
         {"threads_single", test_threads_single, 120},
         {"threads_many", test_threads_many, 120},
         {"processes", test_processes, 120},

@@ -310,15 +310,20 @@ static int q_drive(QObject *self, int kind, int retry_rc, int64_t timeout_ns,
     /* maintenance calls pass retry_rc < 0: they only wait for the mutex and
      * register as no kind of waiter */
     const int reg = retry_rc >= 0;
+    il_q_waiter w;
+    if (reg)
+        il_q_wait_begin(&w, &self->h, self->ident, kind);
     if (kind == IL_Q_WAIT_GET && rc == IL_EMPTY) {
-        /* A consumer first spins a little, GIL released, watching the ready
-         * count (no registration, so producers make no wake syscall): a
-         * futex sleep + wake costs several microseconds and a context
-         * switch.  The spin adapts: doubled when it pays, halved when not. */
+        /* A consumer first spins a little, GIL released, registered and
+         * flagged as spinning: producers then make no wake syscall (a futex
+         * sleep + wake costs several microseconds and a context switch, for
+         * the sleeper and the producer).  The spin adapts: doubled when it
+         * pays, halved when not. */
         int64_t spin = self->spin_ns;
         int found = 0;
         self->busy++;
         Py_BEGIN_ALLOW_THREADS
+        il_q_wait_spinning(&w, 1);
         int64_t until = il_now_ns() + spin;
         if (until > deadline)
             until = deadline;
@@ -327,22 +332,19 @@ static int q_drive(QObject *self, int kind, int retry_rc, int64_t timeout_ns,
                 il_cpu_relax();
             if (il_q_qsize(&self->h) > 0) {
                 found = 1;
-                rc = attempt(self, ctx, Q_SLICE_NS);
                 break;
             }
         } while (il_now_ns() < until);
+        il_q_wait_spinning(&w, 0); /* then the loop below retries before sleeping */
         Py_END_ALLOW_THREADS
         self->busy--;
         self->spin_ns = found ? (spin * 2 > Q_SPIN_MAX_NS ? Q_SPIN_MAX_NS : spin * 2)
                               : (spin / 2 < Q_SPIN_MIN_NS ? Q_SPIN_MIN_NS : spin / 2);
-        if (q_closed_meanwhile(self))
+        if (q_closed_meanwhile(self)) {
+            il_q_wait_end(&w, 0);
             return -1;
-        if (rc != IL_BUSY && rc != IL_EINTR && rc != retry_rc)
-            return rc;
+        }
     }
-    il_q_waiter w;
-    if (reg)
-        il_q_wait_begin(&w, &self->h, self->ident, kind);
     for (;;) {
         int wrc = IL_OK;
         int64_t slice = q_slice(deadline);

@@ -299,6 +299,9 @@ static void wake_kind(il_q *q, int kind, int n)
 {
     if (n <= 0 || !anyone_waits(q, kind))
         return;
+    /* an awake consumer is polling: it will take the message, no syscall */
+    if (atomic_load_explicit(&q->wq[kind].spin_mask, SC) != 0)
+        return;
     il_q_waitq *wq = &q->wq[kind];
     atomic_fetch_add_explicit(&wq->seq, 1, SC);
     il_futex_wake(&wq->seq, n);
@@ -372,11 +375,27 @@ int il_q_wait_sleep(il_q_waiter *w, int64_t slice_ns)
     return rc;
 }
 
+void il_q_wait_spinning(il_q_waiter *w, int on)
+{
+    il_q *q = w->h->q;
+    if (w->slot >= 0) {
+        uint64_t bit = UINT64_C(1) << (uint32_t)w->slot;
+        if (on)
+            atomic_fetch_or_explicit(&q->wq[w->kind].spin_mask, bit, SC);
+        else
+            atomic_fetch_and_explicit(&q->wq[w->kind].spin_mask, ~bit, SC);
+    }
+    /* Dekker with wake_kind: a producer that saw us spinning skipped its
+     * wake, but then its commit precedes our next attempt. */
+    w->snap = atomic_load_explicit(&q->wq[w->kind].seq, SC);
+}
+
 void il_q_wait_end(il_q_waiter *w, int satisfied)
 {
     il_q *q = w->h->q;
     if (w->slot >= 0) {
         uint32_t i = (uint32_t)w->slot;
+        atomic_fetch_and_explicit(&q->wq[w->kind].spin_mask, ~(UINT64_C(1) << i), SC);
         atomic_fetch_and_explicit(&q->wq[w->kind].mask, ~(UINT64_C(1) << i), SC);
         atomic_store_explicit(&q->waitslot[i], 0, SC);
         w->slot = -1;
@@ -972,8 +991,13 @@ int il_q_take(il_qh *h, uint64_t ident, void *buf, uint64_t buflen, int64_t lock
         m->copied = 1;
         bump(&h->q->acks);
     }
-    if (rc == IL_OK)
+    if (rc == IL_OK) {
         wk.put = 1; /* a maxsize slot (and arena room when copied) */
+        /* wakes skipped while a spinner was about: more READY and a sleeper
+         * -> wake one (wake_kind checks both), so work spreads out */
+        if (ld32(&h->q->n_ready) > 0)
+            wk.get = 1;
+    }
     return leave(h, rc, &wk);
 }
 
@@ -996,7 +1020,7 @@ int il_q_take_many(il_qh *h, uint64_t ident, il_q_msg *ms, uint32_t n, int64_t l
     if (k > 0 && rc == IL_EMPTY)
         rc = IL_OK;
     *got = k;
-    wakes wk = {0, (int)k, 0};
+    wakes wk = {k > 0 && ld32(&h->q->n_ready) > 0, (int)k, 0};
     return leave(h, rc, &wk);
 }
 
@@ -1120,8 +1144,10 @@ static int clear_dead_waitslot(il_q *q, uint32_t i, live_cache *c, uint64_t me)
     uint64_t tomb = sw_make(IL_Q_WAITSLOT_TOMB, me);
     if (!atomic_compare_exchange_strong_explicit(&q->waitslot[i], &v, tomb, SC, RLX))
         return 0;
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < 3; k++) {
+        atomic_fetch_and_explicit(&q->wq[k].spin_mask, ~(UINT64_C(1) << i), SC);
         atomic_fetch_and_explicit(&q->wq[k].mask, ~(UINT64_C(1) << i), SC);
+    }
     atomic_store_explicit(&q->waitslot[i], 0, SC);
     return 1;
 }
@@ -1338,6 +1364,7 @@ int il_q_reboot_recover(il_qh *h, const uint64_t boot[2], il_q_recovered *out)
         atomic_store_explicit(&q->waitslot[i], 0, RLX);
     for (int k = 0; k < 3; k++) {
         atomic_store_explicit(&q->wq[k].mask, 0, RLX);
+        atomic_store_explicit(&q->wq[k].spin_mask, 0, RLX);
         atomic_store_explicit(&q->wq[k].overflow, 0, RLX);
     }
     journal_roll(h);

@@ -103,6 +103,7 @@ typedef struct il_q_waitq {
     _Alignas(64) _Atomic uint32_t seq;  /* futex word, bumped by wakers */
     _Atomic uint32_t overflow;          /* registered waiters without a waitslot */
     _Atomic uint64_t mask;              /* bit i: waitslot i holds a waiter of this kind */
+    _Atomic uint64_t spin_mask;         /* bit i: that waiter is spinning (awake, polling) */
 } il_q_waitq;
 
 typedef struct il_q {
@@ -310,6 +311,13 @@ int il_q_wait_sleep(il_q_waiter *w, int64_t slice_ns);
  * leaves unsatisfied (timeout, signal) while messages are READY passes a
  * wake-up on, in case it was the one woken for them. */
 void il_q_wait_end(il_q_waiter *w, int satisfied);
+
+/* A registered GET waiter announces that it is awake and polling (on = 1)
+ * or about to sleep (on = 0).  While any GET waiter spins, producers make no
+ * wake syscall (the spinner will see the message); a consumer that takes a
+ * message and leaves others READY wakes a sleeper if nobody spins.  Turning
+ * it off re-snapshots the futex word: retry the attempt before sleeping. */
+void il_q_wait_spinning(il_q_waiter *w, int on);
 
 /* ---- recovery ----------------------------------------------------------- */
 
