@@ -1680,6 +1680,8 @@ static int add_int(PyObject *m, const char *name, long long v)
     return rc;
 }
 
+int il_queue_exec(PyObject *m, module_state *st); /* module_queue.c */
+
 static int native_exec(PyObject *m)
 {
     module_state *st = (module_state *)PyModule_GetState(m);
@@ -1729,7 +1731,7 @@ static int native_exec(PyObject *m)
                 IL_SEG_HEADER_SIZE + offsetof(il_ring_ctrl, receiver)) < 0 ||
         add_int(m, "REC_HEADER", IL_REC_HDR) < 0)
         return -1;
-    if (il_sync_exec(m, st) < 0 || il_rwlock_exec(m, st) < 0)
+    if (il_sync_exec(m, st) < 0 || il_rwlock_exec(m, st) < 0 || il_queue_exec(m, st) < 0)
         return -1;
     return il_events_exec(m, st);
 }

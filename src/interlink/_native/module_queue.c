@@ -1,0 +1,1500 @@
+/* module_queue.c - the CPython glue of queueword.c: QueueCore and
+ * QueueMessage (the compiled halves of interlink.Queue / JoinableQueue /
+ * SimpleQueue; _queue.py adds naming, codecs, life cycle and pickling).
+ *
+ * Segment layout: page 0 is the header (seg.h), the queue (queueword.h)
+ * follows at IL_SEG_HEADER_SIZE.
+ *
+ * Calls follow module_sync.c / module_events.c: a first attempt under the GIL
+ * with a spin-only mutex budget (no syscalls); if that cannot finish, the GIL
+ * is released around one bounded step at a time (the operation with a mutex
+ * budget of one slice, then a futex sleep of at most one slice); back under
+ * the GIL, PyErr_CheckSignals() runs, a handle closed meanwhile raises Closed,
+ * and after an elapsed sleep dead owners are recovered (at most once per
+ * RECOVER_INTERVAL per queue).  docs/design/queue-core.md section 10.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <stdint.h>
+#include <string.h>
+
+#include "glue.h"
+#include "il_common.h"
+#include "proc.h"
+#include "queueword.h"
+#include "seg.h"
+
+#define Q_SLICE_NS (20 * 1000 * 1000LL)
+#define Q_RECOVER_INTERVAL_NS (50 * 1000 * 1000LL)
+#define Q_MANY_MAX 256u
+#define Q_SPIN_MIN_NS 2000LL
+#define Q_SPIN_MAX_NS 100000LL
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer buf;
+    int has_buf;
+    il_seg_header *hdr;
+    il_qh h;
+    uint64_t ident;
+    uint64_t fork_gen;
+    uint32_t slot;
+    int attached;
+    int closed;
+    int busy;        /* threads inside a GIL-free section on this handle */
+    Py_ssize_t live; /* QueueMessage objects that view the mapping */
+    int64_t spin_ns; /* adaptive spin of a consumer before it registers and sleeps */
+    module_state *st;
+    PyObject *weakreflist;
+    PyObject *dict;
+} QObject;
+
+typedef struct {
+    PyObject_HEAD
+    QObject *q;
+    il_q_msg m;
+    const uint8_t *ptr;
+    uint64_t ident;   /* the identity that took it */
+    int state;        /* 0 live, 1 release requested (views alive), 2 done */
+    int nack;         /* the pending release is a nack */
+    Py_ssize_t exports;
+} QMsgObject;
+
+static PyTypeObject *g_qmsg_type; /* set by il_queue_exec (a strong reference) */
+
+/* ======================================================================= */
+/* handle life cycle                                                       */
+/* ======================================================================= */
+
+static void q_maybe_release(QObject *self)
+{
+    if (self->has_buf && self->closed && self->busy == 0 && self->live == 0) {
+        self->has_buf = 0;
+        self->hdr = NULL;
+        PyBuffer_Release(&self->buf);
+    }
+}
+
+static int q_closed_meanwhile(QObject *self)
+{
+    if (!self->closed)
+        return 0;
+    PyErr_SetString(self->st->Closed, "this queue handle was closed while in use");
+    q_maybe_release(self);
+    return 1;
+}
+
+static PyObject *q_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    (void)args;
+    (void)kwds;
+    QObject *self = (QObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->st = state_of_type(type);
+    if (self->st == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->closed = 1; /* until _bind */
+    self->spin_ns = 20000;
+    return (PyObject *)self;
+}
+
+static int q_attach(QObject *self)
+{
+    self->ident = il_ident_self();
+    if (self->ident == 0) {
+        PyErr_SetString(PyExc_OSError, "cannot read this process's start time from /proc");
+        return -1;
+    }
+    self->fork_gen = il_fork_generation();
+    int rc = il_seg_attach(self->hdr, self->ident, 0, &self->slot);
+    if (rc == IL_NOSLOT) {
+        il_seg_reclaim_plain(self->hdr);
+        rc = il_seg_attach(self->hdr, self->ident, 0, &self->slot);
+    }
+    if (rc != IL_OK) {
+        PyErr_SetString(self->st->Busy, "the attach table is full of live users");
+        return -1;
+    }
+    self->attached = 1;
+    return 0;
+}
+
+static int q_check(QObject *self)
+{
+    if (self->closed || !self->has_buf) {
+        PyErr_SetString(self->st->Closed, "this queue handle is closed");
+        return -1;
+    }
+    if (self->fork_gen != il_fork_generation()) {
+        /* a forked child: a new user with its own identity */
+        self->attached = 0;
+        if (q_attach(self) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static PyObject *q_bind(QObject *self, PyObject *buffer)
+{
+    if (self->has_buf) {
+        PyErr_SetString(PyExc_RuntimeError, "handle already bound");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(buffer, &self->buf, PyBUF_WRITABLE) < 0)
+        return NULL;
+    self->has_buf = 1;
+    self->hdr = (il_seg_header *)self->buf.buf;
+    int rc = IL_CORRUPT;
+    if ((size_t)self->buf.len > IL_SEG_HEADER_SIZE)
+        rc = il_q_attach(&self->h, (char *)self->buf.buf + IL_SEG_HEADER_SIZE,
+                         (uint64_t)self->buf.len - IL_SEG_HEADER_SIZE);
+    if (rc != IL_OK) {
+        self->has_buf = 0;
+        self->hdr = NULL;
+        PyBuffer_Release(&self->buf);
+        PyErr_SetString(self->st->Corrupt, rc == IL_INFLIGHT
+                                               ? "the queue segment is not formatted"
+                                               : "the queue segment failed its consistency check");
+        return NULL;
+    }
+    if (q_attach(self) < 0) {
+        self->has_buf = 0;
+        self->hdr = NULL;
+        PyBuffer_Release(&self->buf);
+        return NULL;
+    }
+    self->closed = 0;
+    Py_RETURN_NONE;
+}
+
+static void q_detach(QObject *self)
+{
+    if (!self->has_buf || !self->attached || self->fork_gen != il_fork_generation())
+        return;
+    il_seg_detach(self->hdr, self->slot, self->ident);
+    self->attached = 0;
+}
+
+static PyObject *q_close(QObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!self->closed) {
+        q_detach(self);
+        self->closed = 1;
+    }
+    q_maybe_release(self);
+    Py_RETURN_NONE;
+}
+
+static int q_traverse(QObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->dict);
+    return 0;
+}
+
+static int q_clear(QObject *self)
+{
+    Py_CLEAR(self->dict);
+    return 0;
+}
+
+static void q_dealloc(QObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (self->weakreflist)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    if (!self->closed) {
+        q_detach(self);
+        self->closed = 1;
+    }
+    if (self->has_buf) {
+        self->has_buf = 0;
+        PyBuffer_Release(&self->buf);
+    }
+    Py_CLEAR(self->dict);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+/* ======================================================================= */
+/* status -> exception                                                     */
+/* ======================================================================= */
+
+static PyObject *q_raise(QObject *self, int rc, const char *what)
+{
+    module_state *st = self->st;
+    switch (rc) {
+    case IL_EMPTY:
+    case IL_TIMEOUT:
+        if (what && strcmp(what, "put") == 0)
+            PyErr_SetString(st->Full, "the queue is full");
+        else
+            PyErr_SetString(st->Empty, "the queue is empty");
+        break;
+    case IL_FULL:
+        PyErr_SetString(st->Full, "the queue is full");
+        break;
+    case IL_TOOBIG:
+        PyErr_Format(st->MessageTooLarge,
+                     "message of this size can never fit the queue's arena (%llu bytes)",
+                     (unsigned long long)self->h.arena_bytes);
+        break;
+    case IL_CORRUPT:
+        PyErr_SetString(st->Corrupt, "the queue's shared memory failed a consistency check");
+        break;
+    case IL_INVALID:
+        PyErr_Format(PyExc_ValueError, "%s: invalid for this message or queue state",
+                     what ? what : "queue");
+        break;
+    default:
+        PyErr_Format(st->InterlinkError, "%s: unexpected status %d", what ? what : "queue", rc);
+        break;
+    }
+    return NULL;
+}
+
+/* ======================================================================= */
+/* the blocking driver                                                     */
+/* ======================================================================= */
+
+/* One attempt of an operation with a mutex budget; called with or without
+ * the GIL (it must touch no Python object). */
+typedef int (*q_attempt_fn)(QObject *self, void *ctx, int64_t lock_ns);
+
+static inline int64_t q_slice(int64_t deadline)
+{
+    int64_t left = deadline - il_now_ns();
+    if (left < 0)
+        left = 0;
+    return left < Q_SLICE_NS ? left : Q_SLICE_NS;
+}
+
+/* Run `attempt` until it returns something other than IL_BUSY / IL_EINTR /
+ * `retry_rc` (IL_EMPTY for consumers, IL_FULL for producers), or the timeout
+ * passes (then `retry_rc` is returned).  timeout_ns: -1 forever, 0 a single
+ * try.  Returns the status, or -1 with a Python exception set (signal
+ * handler raised, handle closed). */
+static int q_drive(QObject *self, int kind, int retry_rc, int64_t timeout_ns,
+                   q_attempt_fn attempt, void *ctx)
+{
+    int rc = attempt(self, ctx, 0); /* GIL held: spin-only mutex, no syscalls */
+    if (rc != IL_BUSY && rc != IL_EINTR && rc != retry_rc)
+        return rc;
+    int64_t deadline = deadline_for(timeout_ns);
+    if (timeout_ns == 0) {
+        /* non-blocking: still get past a busy mutex, and give dead owners'
+         * messages / room back if that is due */
+        int did = 0;
+        self->busy++;
+        Py_BEGIN_ALLOW_THREADS
+        if (rc == retry_rc && il_q_recover_due(&self->h, Q_RECOVER_INTERVAL_NS)) {
+            il_q_recover_dead(&self->h, self->ident, Q_SLICE_NS, NULL);
+            did = 1;
+        }
+        if (rc != retry_rc || did)
+            rc = attempt(self, ctx, Q_SLICE_NS);
+        Py_END_ALLOW_THREADS
+        self->busy--;
+        if (q_closed_meanwhile(self))
+            return -1;
+        if (rc == IL_BUSY || rc == IL_EINTR)
+            rc = retry_rc;
+        return rc;
+    }
+    /* maintenance calls pass retry_rc < 0: they only wait for the mutex and
+     * register as no kind of waiter */
+    const int reg = retry_rc >= 0;
+    il_q_waiter w;
+    if (reg)
+        il_q_wait_begin(&w, &self->h, self->ident, kind);
+    if (kind == IL_Q_WAIT_GET && rc == IL_EMPTY) {
+        /* A consumer first spins a little, GIL released, registered and
+         * flagged as spinning: producers then make no wake syscall (a futex
+         * sleep + wake costs several microseconds and a context switch, for
+         * the sleeper and the producer).  The spin adapts: doubled when it
+         * pays, halved when not. */
+        int64_t spin = self->spin_ns;
+        int found = 0;
+        self->busy++;
+        Py_BEGIN_ALLOW_THREADS
+        il_q_wait_spinning(&w, 1);
+        int64_t until = il_now_ns() + spin;
+        if (until > deadline)
+            until = deadline;
+        do {
+            for (int k = 0; k < 64; k++)
+                il_cpu_relax();
+            if (il_q_qsize(&self->h) > 0) {
+                found = 1;
+                break;
+            }
+        } while (il_now_ns() < until);
+        il_q_wait_spinning(&w, 0); /* then the loop below retries before sleeping */
+        Py_END_ALLOW_THREADS
+        self->busy--;
+        self->spin_ns = found ? (spin * 2 > Q_SPIN_MAX_NS ? Q_SPIN_MAX_NS : spin * 2)
+                              : (spin / 2 < Q_SPIN_MIN_NS ? Q_SPIN_MIN_NS : spin / 2);
+        if (q_closed_meanwhile(self)) {
+            il_q_wait_end(&w, 0);
+            return -1;
+        }
+    }
+    for (;;) {
+        int wrc = IL_OK;
+        int64_t slice = q_slice(deadline);
+        self->busy++;
+        Py_BEGIN_ALLOW_THREADS
+        rc = attempt(self, ctx, slice > 0 ? slice : 0);
+        if (reg && rc == retry_rc) {
+            slice = q_slice(deadline);
+            if (slice > 0) {
+                wrc = il_q_wait_sleep(&w, slice);
+                if (wrc == IL_TIMEOUT && il_q_recover_due(&self->h, Q_RECOVER_INTERVAL_NS))
+                    il_q_recover_dead(&self->h, self->ident, Q_SLICE_NS, NULL);
+            }
+        }
+        Py_END_ALLOW_THREADS
+        self->busy--;
+        if (rc != IL_BUSY && rc != IL_EINTR && rc != retry_rc)
+            break;
+        if (PyErr_CheckSignals() < 0 || q_closed_meanwhile(self)) {
+            if (reg)
+                il_q_wait_end(&w, 0);
+            return -1;
+        }
+        if (il_now_ns() >= deadline) {
+            rc = retry_rc;
+            break;
+        }
+    }
+    if (reg)
+        il_q_wait_end(&w, rc == IL_OK);
+    return rc;
+}
+
+/* ======================================================================= */
+/* QueueMessage                                                            */
+/* ======================================================================= */
+
+/* Run an ack/nack/release to completion (it must not be dropped: a TAKEN
+ * entry left behind would never come back while this process lives). */
+static int q_finish(QObject *q, const il_q_msg *m, uint64_t ident, int nack)
+{
+    int rc = nack ? il_q_nack(&q->h, ident, m, 0) : il_q_release(&q->h, ident, m, 0);
+    if (rc != IL_BUSY && rc != IL_EINTR)
+        return rc;
+    q->busy++;
+    Py_BEGIN_ALLOW_THREADS
+    do
+        rc = nack ? il_q_nack(&q->h, ident, m, -1) : il_q_release(&q->h, ident, m, -1);
+    while (rc == IL_EINTR || rc == IL_BUSY);
+    Py_END_ALLOW_THREADS
+    q->busy--;
+    return rc;
+}
+
+/* Release (nack = 0) or nack n taken messages, to completion. */
+static void settle_many(QObject *q, const il_q_msg *ms, uint32_t n, int nack)
+{
+    if (n == 0)
+        return;
+    if (nack) {
+        for (uint32_t k = 0; k < n; k++)
+            q_finish(q, &ms[k], q->ident, 1);
+        return;
+    }
+    int rc = il_q_release_many(&q->h, q->ident, ms, n, 0);
+    if (rc != IL_BUSY && rc != IL_EINTR)
+        return;
+    q->busy++;
+    Py_BEGIN_ALLOW_THREADS
+    do
+        rc = il_q_release_many(&q->h, q->ident, ms, n, -1);
+    while (rc == IL_BUSY || rc == IL_EINTR);
+    Py_END_ALLOW_THREADS
+    q->busy--;
+}
+
+static int qmsg_do_release(QMsgObject *m)
+{
+    QObject *q = m->q;
+    m->state = 2;
+    int rc = IL_OK;
+    /* Only the process that took it can give it back; in a forked child the
+     * entry still belongs to the parent. */
+    if (q->has_buf && il_ident_self() == m->ident)
+        rc = q_finish(q, &m->m, m->ident, m->nack);
+    q->live--;
+    q_maybe_release(q);
+    return rc;
+}
+
+static QMsgObject *qmsg_make(QObject *q, const il_q_msg *m)
+{
+    QMsgObject *o = PyObject_New(QMsgObject, g_qmsg_type);
+    if (o == NULL)
+        return NULL;
+    o->q = (QObject *)Py_NewRef(q);
+    o->m = *m;
+    o->ptr = il_q_payload(&q->h, m);
+    o->ident = q->ident;
+    o->state = 0;
+    o->nack = (q->h.flags & IL_Q_DURABLE) != 0; /* dropped unacked: back to the queue */
+    o->exports = 0;
+    q->live++;
+    return o;
+}
+
+static void qmsg_dealloc(QMsgObject *m)
+{
+    PyTypeObject *tp = Py_TYPE(m);
+    if (m->state != 2) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        qmsg_do_release(m);
+        PyErr_Restore(et, ev, tb);
+    }
+    Py_DECREF(m->q);
+    PyObject_Free(m);
+    Py_DECREF(tp);
+}
+
+static int qmsg_getbuffer(QMsgObject *m, Py_buffer *view, int flags)
+{
+    if (m->state != 0 || m->ptr == NULL) {
+        PyErr_SetString(PyExc_BufferError, "message has been released");
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, (PyObject *)m, (void *)m->ptr, (Py_ssize_t)m->m.len, 1, flags) <
+        0)
+        return -1;
+    m->exports++;
+    return 0;
+}
+
+static void qmsg_releasebuffer(QMsgObject *m, Py_buffer *Py_UNUSED(view))
+{
+    m->exports--;
+    if (m->exports == 0 && m->state == 1)
+        qmsg_do_release(m);
+}
+
+/* Request the end of the message: ack/release (nack = 0) or nack. */
+static PyObject *qmsg_end(QMsgObject *m, int nack, const char *what)
+{
+    if (m->state != 0) {
+        if (m->nack == nack)
+            Py_RETURN_NONE; /* idempotent */
+        PyErr_Format(PyExc_ValueError, "%s: the message was already settled", what);
+        return NULL;
+    }
+    m->nack = nack;
+    m->state = 1;
+    if (m->exports == 0) {
+        int rc = qmsg_do_release(m);
+        if (rc != IL_OK && rc != IL_INVALID)
+            return q_raise(m->q, rc, what);
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(qmsg_ack_doc,
+             "ack($self, /)\n--\n\n"
+             "The message was handled: remove it from the queue for good (same as release()). "
+             "If views of it are still alive, this happens when the last one goes.  "
+             "Idempotent.");
+
+static PyObject *qmsg_ack(QMsgObject *m, PyObject *Py_UNUSED(ignored))
+{
+    return qmsg_end(m, 0, "ack");
+}
+
+PyDoc_STRVAR(qmsg_nack_doc,
+             "nack($self, /)\n--\n\n"
+             "Give the message back: it becomes available again at its original place "
+             "(same priority, same FIFO position).");
+
+static PyObject *qmsg_nack(QMsgObject *m, PyObject *Py_UNUSED(ignored))
+{
+    return qmsg_end(m, 1, "nack");
+}
+
+static PyObject *qmsg_enter(QMsgObject *m, PyObject *Py_UNUSED(ignored))
+{
+    return Py_NewRef(m);
+}
+
+static PyObject *qmsg_exit(QMsgObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* an exception inside the with-block gives the message back (durable:
+     * redelivered), a normal exit acks it */
+    int failed = nargs > 0 && args[0] != Py_None;
+    if (m->state != 0)
+        Py_RETURN_NONE;
+    return qmsg_end(m, failed && (m->q->h.flags & IL_Q_DURABLE), failed ? "nack" : "ack");
+}
+
+PyDoc_STRVAR(qmsg_tobytes_doc, "tobytes($self, /)\n--\n\nA copy of the message's bytes.");
+
+static PyObject *qmsg_tobytes(QMsgObject *m, PyObject *Py_UNUSED(ignored))
+{
+    if (m->state != 0 || m->ptr == NULL) {
+        PyErr_SetString(PyExc_BufferError, "message has been released");
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)m->ptr, (Py_ssize_t)m->m.len);
+}
+
+static Py_ssize_t qmsg_len(QMsgObject *m) { return (Py_ssize_t)m->m.len; }
+
+static PyObject *qmsg_get_released(QMsgObject *m, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(m->state != 0);
+}
+static PyObject *qmsg_get_priority(QMsgObject *m, void *Py_UNUSED(c))
+{
+    return PyLong_FromLong(m->m.prio);
+}
+static PyObject *qmsg_get_tag(QMsgObject *m, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLong(m->m.tag);
+}
+static PyObject *qmsg_get_deliveries(QMsgObject *m, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLong(m->m.deliveries);
+}
+static PyObject *qmsg_get_seq(QMsgObject *m, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLongLong(m->m.seq);
+}
+static PyObject *qmsg_get_nbytes(QMsgObject *m, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLongLong(m->m.len);
+}
+
+static PyObject *qmsg_repr(QMsgObject *m)
+{
+    return PyUnicode_FromFormat("<interlink.QueueMessage %llu bytes priority %d%s>",
+                                (unsigned long long)m->m.len, (int)m->m.prio,
+                                m->state ? " settled" : "");
+}
+
+static PyMethodDef qmsg_methods[] = {
+    {"ack", (PyCFunction)qmsg_ack, METH_NOARGS, qmsg_ack_doc},
+    {"release", (PyCFunction)qmsg_ack, METH_NOARGS, qmsg_ack_doc},
+    {"nack", (PyCFunction)qmsg_nack, METH_NOARGS, qmsg_nack_doc},
+    {"tobytes", (PyCFunction)qmsg_tobytes, METH_NOARGS, qmsg_tobytes_doc},
+    {"__enter__", (PyCFunction)qmsg_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))qmsg_exit, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef qmsg_getset[] = {
+    {"released", (getter)qmsg_get_released, NULL, "Whether ack/nack/release was called.", NULL},
+    {"priority", (getter)qmsg_get_priority, NULL, "The priority it was put with.", NULL},
+    {"tag", (getter)qmsg_get_tag, NULL, "The tag it was put with (codec id).", NULL},
+    {"deliveries", (getter)qmsg_get_deliveries, NULL,
+     "How many times it was taken (> 1: redelivered or nacked before).", NULL},
+    {"seq", (getter)qmsg_get_seq, NULL, "Its commit sequence number (FIFO order).", NULL},
+    {"nbytes", (getter)qmsg_get_nbytes, NULL, "Length of the payload in bytes.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot qmsg_slots[] = {
+    {Py_tp_doc, "A message taken from a queue: a read-only buffer viewing shared memory "
+                "until ack()/release() (or nack())."},
+    {Py_tp_dealloc, qmsg_dealloc},
+    {Py_tp_methods, qmsg_methods},
+    {Py_tp_getset, qmsg_getset},
+    {Py_tp_repr, qmsg_repr},
+    {Py_bf_getbuffer, qmsg_getbuffer},
+    {Py_bf_releasebuffer, qmsg_releasebuffer},
+    {Py_sq_length, qmsg_len},
+    {0, NULL},
+};
+
+static PyType_Spec qmsg_spec = {
+    "interlink.QueueMessage",
+    sizeof(QMsgObject),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    qmsg_slots,
+};
+
+/* ======================================================================= */
+/* QueueCore: put                                                          */
+/* ======================================================================= */
+
+typedef struct {
+    const il_q_item *items;
+    uint32_t n;
+    uint32_t done;
+} put_ctx;
+
+static int attempt_put(QObject *self, void *vctx, int64_t lock_ns)
+{
+    put_ctx *c = vctx;
+    uint32_t d = 0;
+    int rc = il_q_put_many(&self->h, self->ident, c->items + c->done, c->n - c->done, lock_ns,
+                           &d);
+    c->done += d;
+    return rc;
+}
+
+typedef struct {
+    uint64_t len;
+    int32_t prio;
+    uint32_t tag;
+    il_q_msg m;
+} reserve_ctx;
+
+static int attempt_reserve(QObject *self, void *vctx, int64_t lock_ns)
+{
+    reserve_ctx *c = vctx;
+    return il_q_reserve(&self->h, self->ident, c->len, c->prio, c->tag, lock_ns, &c->m);
+}
+
+static int parse_prio(PyObject *o, int32_t *out)
+{
+    if (o == NULL || o == Py_None) {
+        *out = 0;
+        return 0;
+    }
+    long v = PyLong_AsLong(o);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (v < INT32_MIN || v > INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "priority must fit in a signed 32-bit integer");
+        return -1;
+    }
+    *out = (int32_t)v;
+    return 0;
+}
+
+static int parse_tag(PyObject *o, uint32_t *out)
+{
+    if (o == NULL || o == Py_None) {
+        *out = 0;
+        return 0;
+    }
+    unsigned long v = PyLong_AsUnsignedLong(o);
+    if (v == (unsigned long)-1 && PyErr_Occurred())
+        return -1;
+    if (v > UINT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "tag must fit in an unsigned 32-bit integer");
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* block=True, timeout=None (multiprocessing's put/get spelling). */
+static int parse_block_timeout(PyObject *block, PyObject *timeout, int64_t *timeout_ns)
+{
+    int b = 1;
+    if (block) {
+        b = PyObject_IsTrue(block);
+        if (b < 0)
+            return -1;
+    }
+    if (!b) {
+        *timeout_ns = 0;
+        return 0;
+    }
+    if (timeout != NULL && timeout != Py_None) {
+        double d = PyFloat_AsDouble(timeout);
+        if (d == -1.0 && PyErr_Occurred())
+            return -1;
+        if (d < 0) {
+            PyErr_SetString(PyExc_ValueError, "'timeout' must be a non-negative number");
+            return -1;
+        }
+    }
+    return parse_timeout(timeout, timeout_ns);
+}
+
+/* Put one payload that is copied outside the mutex: reserve (blocking as
+ * asked), copy with the GIL released, commit (always completes). */
+static int put_large(QObject *self, const Py_buffer *v, int32_t prio, uint32_t tag,
+                     int64_t timeout_ns)
+{
+    reserve_ctx c = {(uint64_t)v->len, prio, tag, {0}};
+    int rc = q_drive(self, IL_Q_WAIT_PUT, IL_FULL, timeout_ns, attempt_reserve, &c);
+    if (rc != IL_OK)
+        return rc;
+    void *dst = il_q_payload(&self->h, &c.m);
+    self->busy++;
+    Py_BEGIN_ALLOW_THREADS
+    if (dst != NULL)
+        memcpy(dst, v->buf, (size_t)v->len);
+    do
+        rc = dst != NULL ? il_q_commit(&self->h, self->ident, &c.m, -1)
+                         : il_q_abort(&self->h, self->ident, &c.m, -1);
+    while (rc == IL_EINTR || rc == IL_BUSY);
+    Py_END_ALLOW_THREADS
+    self->busy--;
+    if (dst == NULL && rc == IL_OK)
+        rc = IL_CORRUPT;
+    return rc;
+}
+
+PyDoc_STRVAR(q_put_doc,
+             "put($self, data, block=True, timeout=None, priority=0, tag=0)\n--\n\n"
+             "Append the bytes of `data` (any buffer) with `priority` (higher first, FIFO "
+             "within a priority).  Blocks while the queue is full (maxsize, entries or arena "
+             "space), at most `timeout` seconds; raises Full (non-blocking or timed out), "
+             "MessageTooLarge (can never fit), Corrupt, Closed.");
+
+static PyObject *q_put(QObject *self, PyObject *const *args, Py_ssize_t nargs,
+                       PyObject *kwnames)
+{
+    static const char *const names[] = {"data", "block", "timeout", "priority", "tag", NULL};
+    PyObject *a[5];
+    if (fast_args("put", args, nargs, kwnames, names, 1, a) < 0)
+        return NULL;
+    int64_t timeout_ns;
+    int32_t prio;
+    uint32_t tag;
+    if (parse_block_timeout(a[1], a[2], &timeout_ns) < 0 || parse_prio(a[3], &prio) < 0 ||
+        parse_tag(a[4], &tag) < 0 || q_check(self) < 0)
+        return NULL;
+    Py_buffer v;
+    if (PyObject_GetBuffer(a[0], &v, PyBUF_SIMPLE) < 0)
+        return NULL;
+    int rc;
+    if ((uint64_t)v.len > IL_Q_INLINE_COPY) {
+        rc = put_large(self, &v, prio, tag, timeout_ns);
+    } else {
+        il_q_item it = {v.buf, (uint64_t)v.len, prio, tag};
+        put_ctx c = {&it, 1, 0};
+        rc = q_drive(self, IL_Q_WAIT_PUT, IL_FULL, timeout_ns, attempt_put, &c);
+    }
+    PyBuffer_Release(&v);
+    if (rc < 0)
+        return NULL;
+    if (rc != IL_OK)
+        return q_raise(self, rc, "put");
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(q_put_many_doc,
+             "put_many($self, items, block=True, timeout=None, priority=0, tag=0)\n--\n\n"
+             "Put every buffer of the sequence `items` in order (small ones many per mutex "
+             "hold).  Returns how many were put: all of them, unless the queue stayed full "
+             "past `timeout` (or at once with block=False), then fewer (Full is raised only "
+             "when none could be put).");
+
+static PyObject *q_put_many(QObject *self, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames)
+{
+    static const char *const names[] = {"items", "block", "timeout", "priority", "tag", NULL};
+    PyObject *a[5];
+    if (fast_args("put_many", args, nargs, kwnames, names, 1, a) < 0)
+        return NULL;
+    int64_t timeout_ns;
+    int32_t prio;
+    uint32_t tag;
+    if (parse_block_timeout(a[1], a[2], &timeout_ns) < 0 || parse_prio(a[3], &prio) < 0 ||
+        parse_tag(a[4], &tag) < 0 || q_check(self) < 0)
+        return NULL;
+    PyObject *seq = PySequence_Fast(a[0], "put_many() expects a sequence of buffers");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > (Py_ssize_t)UINT32_MAX) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_OverflowError, "too many items");
+        return NULL;
+    }
+    Py_buffer *views = PyMem_Calloc((size_t)n + 1, sizeof(Py_buffer));
+    il_q_item *items = PyMem_Calloc((size_t)n + 1, sizeof(il_q_item));
+    Py_ssize_t got = 0;
+    PyObject *result = NULL;
+    if (views == NULL || items == NULL) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    for (; got < n; got++) {
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, got), &views[got], PyBUF_SIMPLE) <
+            0)
+            goto out;
+        items[got] = (il_q_item){views[got].buf, (uint64_t)views[got].len, prio, tag};
+        if ((uint64_t)views[got].len > self->h.arena_bytes) {
+            q_raise(self, IL_TOOBIG, "put_many");
+            got++;
+            goto out;
+        }
+    }
+    uint32_t done = 0;
+    int64_t deadline = deadline_for(timeout_ns);
+    int rc = IL_OK;
+    while (done < (uint32_t)n) {
+        int64_t left = timeout_ns;
+        if (timeout_ns > 0) {
+            left = deadline - il_now_ns();
+            if (left < 0)
+                left = 0;
+        }
+        if (items[done].len > IL_Q_INLINE_COPY) {
+            rc = put_large(self, &views[done], prio, tag, left);
+            if (rc == IL_OK)
+                done++;
+        } else {
+            /* a run of small ones */
+            uint32_t end = done;
+            while (end < (uint32_t)n && items[end].len <= IL_Q_INLINE_COPY)
+                end++;
+            put_ctx c = {items + done, end - done, 0};
+            rc = q_drive(self, IL_Q_WAIT_PUT, IL_FULL, left, attempt_put, &c);
+            done += c.done;
+        }
+        if (rc != IL_OK)
+            break;
+    }
+    if (rc < 0)
+        goto out;
+    if (rc != IL_OK && !(rc == IL_FULL && done > 0)) {
+        q_raise(self, rc, "put");
+        goto out;
+    }
+    result = PyLong_FromUnsignedLong(done);
+out:
+    if (views)
+        for (Py_ssize_t i = 0; i < got; i++)
+            PyBuffer_Release(&views[i]);
+    PyMem_Free(views);
+    PyMem_Free(items);
+    Py_DECREF(seq);
+    return result;
+}
+
+/* ======================================================================= */
+/* QueueCore: get                                                          */
+/* ======================================================================= */
+
+typedef struct {
+    uint8_t *buf;   /* NULL: always zero-copy */
+    uint64_t buflen;
+    il_q_msg m;
+} take_ctx;
+
+static int attempt_take(QObject *self, void *vctx, int64_t lock_ns)
+{
+    take_ctx *c = vctx;
+    return il_q_take(&self->h, self->ident, c->buf, c->buflen, lock_ns, &c->m);
+}
+
+/* bytes for a message copied out, a QueueMessage for one left TAKEN */
+static PyObject *deliver(QObject *self, const take_ctx *c)
+{
+    if (c->m.copied)
+        return PyBytes_FromStringAndSize((const char *)c->buf, (Py_ssize_t)c->m.len);
+    QMsgObject *o = qmsg_make(self, &c->m);
+    if (o == NULL) {
+        q_finish(self, &c->m, self->ident, (self->h.flags & IL_Q_DURABLE) != 0);
+        return NULL;
+    }
+    if (o->ptr == NULL) {
+        Py_DECREF(o);
+        return q_raise(self, IL_CORRUPT, "get");
+    }
+    return (PyObject *)o;
+}
+
+static int parse_get_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                          PyObject *kwnames, int64_t *timeout_ns)
+{
+    static const char *const names[] = {"block", "timeout", NULL};
+    PyObject *a[2];
+    if (fast_args(fname, args, nargs, kwnames, names, 0, a) < 0)
+        return -1;
+    return parse_block_timeout(a[0], a[1], timeout_ns);
+}
+
+PyDoc_STRVAR(q_get_doc,
+             "get($self, block=True, timeout=None)\n--\n\n"
+             "Remove and return the highest-priority message (FIFO within a priority): "
+             "`bytes` for a payload of at most QUEUE_INLINE_COPY bytes (copied, already "
+             "removed), else a QueueMessage viewing shared memory (zero-copy; removed when "
+             "released or garbage-collected).  Raises Empty (non-blocking or timed out), "
+             "Corrupt, Closed.");
+
+static PyObject *q_get(QObject *self, PyObject *const *args, Py_ssize_t nargs,
+                       PyObject *kwnames)
+{
+    int64_t timeout_ns;
+    if (parse_get_args("get", args, nargs, kwnames, &timeout_ns) < 0 || q_check(self) < 0)
+        return NULL;
+    uint8_t buf[IL_Q_INLINE_COPY];
+    take_ctx c = {buf, sizeof buf, {0}};
+    int rc = q_drive(self, IL_Q_WAIT_GET, IL_EMPTY, timeout_ns, attempt_take, &c);
+    if (rc < 0)
+        return NULL;
+    if (rc != IL_OK)
+        return q_raise(self, rc, "get");
+    if (c.m.copied) /* a plain get() of a durable queue is taken and acked at once */
+        return PyBytes_FromStringAndSize((const char *)buf, (Py_ssize_t)c.m.len);
+    PyObject *r = deliver(self, &c);
+    if (r != NULL && (self->h.flags & IL_Q_DURABLE))
+        ((QMsgObject *)r)->nack = 0; /* get() delivers: dropping the view acks it */
+    return r;
+}
+
+PyDoc_STRVAR(q_get_message_doc,
+             "get_message($self, block=True, timeout=None)\n--\n\n"
+             "Take the highest-priority message without removing it: a QueueMessage to "
+             "ack() (done) or nack() (give back).  On a durable queue a message dropped "
+             "without ack, or held by a process that dies, is delivered again "
+             "(at-least-once); on a plain queue dropping it acks it.");
+
+static PyObject *q_get_message(QObject *self, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames)
+{
+    int64_t timeout_ns;
+    if (parse_get_args("get_message", args, nargs, kwnames, &timeout_ns) < 0 ||
+        q_check(self) < 0)
+        return NULL;
+    take_ctx c = {NULL, 0, {0}};
+    int rc = q_drive(self, IL_Q_WAIT_GET, IL_EMPTY, timeout_ns, attempt_take, &c);
+    if (rc < 0)
+        return NULL;
+    if (rc != IL_OK)
+        return q_raise(self, rc, "get_message");
+    return deliver(self, &c);
+}
+
+typedef struct {
+    il_q_msg *ms;
+    uint32_t n;
+    uint32_t got;
+} many_ctx;
+
+static int attempt_take_many(QObject *self, void *vctx, int64_t lock_ns)
+{
+    many_ctx *c = vctx;
+    return il_q_take_many(&self->h, self->ident, c->ms, c->n, lock_ns, &c->got);
+}
+
+PyDoc_STRVAR(q_get_many_doc,
+             "get_many($self, max_items, block=True, timeout=None)\n--\n\n"
+             "Remove and return up to `max_items` (<= 256) messages in queue order, waiting "
+             "(as get()) only while none is available.  Small payloads come as bytes, "
+             "large ones as QueueMessage.");
+
+static PyObject *q_get_many(QObject *self, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames)
+{
+    static const char *const names[] = {"max_items", "block", "timeout", NULL};
+    PyObject *a[3];
+    if (fast_args("get_many", args, nargs, kwnames, names, 1, a) < 0)
+        return NULL;
+    Py_ssize_t want = PyLong_AsSsize_t(a[0]);
+    if (want == -1 && PyErr_Occurred())
+        return NULL;
+    if (want < 1 || want > (Py_ssize_t)Q_MANY_MAX) {
+        PyErr_Format(PyExc_ValueError, "max_items must be within 1..%u", Q_MANY_MAX);
+        return NULL;
+    }
+    int64_t timeout_ns;
+    if (parse_block_timeout(a[1], a[2], &timeout_ns) < 0 || q_check(self) < 0)
+        return NULL;
+    il_q_msg ms[Q_MANY_MAX];
+    many_ctx c = {ms, (uint32_t)want, 0};
+    int rc = q_drive(self, IL_Q_WAIT_GET, IL_EMPTY, timeout_ns, attempt_take_many, &c);
+    if (rc < 0)
+        return NULL;
+    if (rc != IL_OK)
+        return q_raise(self, rc, "get_many");
+    int durable = (self->h.flags & IL_Q_DURABLE) != 0;
+    PyObject *list = PyList_New((Py_ssize_t)c.got);
+    if (list == NULL) {
+        settle_many(self, ms, c.got, durable); /* nothing delivered */
+        return NULL;
+    }
+    il_q_msg small[Q_MANY_MAX];
+    uint32_t nsmall = 0, k = 0;
+    for (; k < c.got; k++) {
+        PyObject *item;
+        if (ms[k].len <= IL_Q_INLINE_COPY) {
+            const void *p = il_q_payload(&self->h, &ms[k]);
+            item = p ? PyBytes_FromStringAndSize(p, (Py_ssize_t)ms[k].len)
+                     : q_raise(self, IL_CORRUPT, "get_many");
+            small[nsmall++] = ms[k];
+        } else {
+            QMsgObject *o = qmsg_make(self, &ms[k]);
+            if (o != NULL)
+                o->nack = 0; /* delivered: dropping the view acks it */
+            item = (PyObject *)o;
+        }
+        if (item == NULL)
+            break;
+        PyList_SET_ITEM(list, (Py_ssize_t)k, item);
+    }
+    if (k < c.got) {
+        /* an error: deliver nothing; a durable queue gets everything back */
+        for (uint32_t j = 0; j < k; j++) {
+            PyObject *it = PyList_GET_ITEM(list, (Py_ssize_t)j);
+            if (Py_IS_TYPE(it, g_qmsg_type))
+                ((QMsgObject *)it)->nack = durable;
+        }
+        if (ms[k].len > IL_Q_INLINE_COPY) /* the one that failed, if not in small */
+            small[nsmall++] = ms[k];
+        for (uint32_t j = k + 1; j < c.got; j++)
+            small[nsmall++] = ms[j];
+        Py_DECREF(list); /* items not yet set are NULL: fine for list dealloc */
+        settle_many(self, small, nsmall, durable);
+        return NULL;
+    }
+    settle_many(self, small, nsmall, 0);
+    return list;
+}
+
+/* ======================================================================= */
+/* QueueCore: joinable, state, recovery                                    */
+/* ======================================================================= */
+
+typedef struct {
+    uint64_t n;
+} td_ctx;
+
+static int attempt_task_done(QObject *self, void *vctx, int64_t lock_ns)
+{
+    return il_q_task_done(&self->h, self->ident, ((td_ctx *)vctx)->n, lock_ns);
+}
+
+PyDoc_STRVAR(q_task_done_doc,
+             "task_done($self, n=1)\n--\n\n"
+             "JoinableQueue.task_done(): `n` gotten messages are processed.  ValueError when "
+             "called more times than messages were put.");
+
+static PyObject *q_task_done(QObject *self, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames)
+{
+    static const char *const names[] = {"n", NULL};
+    PyObject *a[1];
+    if (fast_args("task_done", args, nargs, kwnames, names, 0, a) < 0 || q_check(self) < 0)
+        return NULL;
+    unsigned long long n = 1;
+    if (a[0]) {
+        n = PyLong_AsUnsignedLongLong(a[0]);
+        if (n == (unsigned long long)-1 && PyErr_Occurred())
+            return NULL;
+    }
+    td_ctx c = {n};
+    int rc = q_drive(self, IL_Q_WAIT_PUT, -100, -1, attempt_task_done, &c);
+    if (rc < 0)
+        return NULL;
+    if (rc == IL_INVALID) {
+        PyErr_SetString(PyExc_ValueError, "task_done() called too many times");
+        return NULL;
+    }
+    if (rc != IL_OK)
+        return q_raise(self, rc, "task_done");
+    Py_RETURN_NONE;
+}
+
+static int attempt_join(QObject *self, void *vctx, int64_t lock_ns)
+{
+    (void)vctx;
+    (void)lock_ns;
+    return atomic_load_explicit(&self->h.q->unfinished, memory_order_acquire) == 0 ? IL_OK
+                                                                                  : IL_EMPTY;
+}
+
+PyDoc_STRVAR(q_join_doc,
+             "join($self, timeout=None)\n--\n\n"
+             "Wait until every message put has been task_done()'d: True, or False when "
+             "`timeout` passed first.");
+
+static PyObject *q_join(QObject *self, PyObject *const *args, Py_ssize_t nargs,
+                        PyObject *kwnames)
+{
+    static const char *const names[] = {"timeout", NULL};
+    PyObject *a[1];
+    if (fast_args("join", args, nargs, kwnames, names, 0, a) < 0 || q_check(self) < 0)
+        return NULL;
+    int64_t timeout_ns;
+    if (parse_timeout(a[0], &timeout_ns) < 0)
+        return NULL;
+    int rc = q_drive(self, IL_Q_WAIT_JOIN, IL_EMPTY, timeout_ns, attempt_join, NULL);
+    if (rc < 0)
+        return NULL;
+    return PyBool_FromLong(rc == IL_OK);
+}
+
+static PyObject *q_qsize(QObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (q_check(self) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLong(il_q_qsize(&self->h));
+}
+
+static PyObject *q_empty(QObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (q_check(self) < 0)
+        return NULL;
+    return PyBool_FromLong(il_q_qsize(&self->h) == 0);
+}
+
+static PyObject *q_full(QObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (q_check(self) < 0)
+        return NULL;
+    il_q_stats s;
+    il_q_read_stats(&self->h, &s);
+    return PyBool_FromLong((uint64_t)s.ready + s.writing >= s.maxsize || s.free_entries == 0);
+}
+
+static int dict_set(PyObject *d, const char *k, PyObject *v)
+{
+    if (v == NULL)
+        return -1;
+    int rc = PyDict_SetItemString(d, k, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+#define U64(x) PyLong_FromUnsignedLongLong((unsigned long long)(x))
+
+PyDoc_STRVAR(q_stats_doc,
+             "stats($self, /)\n--\n\n"
+             "A snapshot of the queue's counters (lock-free: fields may be mid-update).");
+
+static PyObject *q_stats(QObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (q_check(self) < 0)
+        return NULL;
+    il_q_stats s;
+    il_q_read_stats(&self->h, &s);
+    PyObject *d = PyDict_New();
+    if (d == NULL)
+        return NULL;
+    if (dict_set(d, "ready", U64(s.ready)) < 0 || dict_set(d, "writing", U64(s.writing)) < 0 ||
+        dict_set(d, "taken", U64(s.taken)) < 0 ||
+        dict_set(d, "free_entries", U64(s.free_entries)) < 0 ||
+        dict_set(d, "nentries", U64(s.nentries)) < 0 ||
+        dict_set(d, "maxsize", U64(s.maxsize)) < 0 ||
+        dict_set(d, "unfinished", U64(s.unfinished)) < 0 ||
+        dict_set(d, "arena_bytes", U64(s.arena_bytes)) < 0 ||
+        dict_set(d, "arena_used", U64(s.arena_used)) < 0 || dict_set(d, "puts", U64(s.puts)) < 0 ||
+        dict_set(d, "gets", U64(s.gets)) < 0 || dict_set(d, "acks", U64(s.acks)) < 0 ||
+        dict_set(d, "nacks", U64(s.nacks)) < 0 ||
+        dict_set(d, "redelivered", U64(s.redelivered)) < 0 ||
+        dict_set(d, "dropped", U64(s.dropped)) < 0 ||
+        dict_set(d, "abandoned", U64(s.abandoned)) < 0 ||
+        dict_set(d, "owner_died", U64(s.owner_died)) < 0 ||
+        dict_set(d, "wakes", U64(s.wakes)) < 0 ||
+        dict_set(d, "lock_wakes", U64(s.lock_wakes)) < 0 ||
+        dict_set(d, "lock_contended", U64(s.lock_contended)) < 0 ||
+        dict_set(d, "durable", PyBool_FromLong((self->h.flags & IL_Q_DURABLE) != 0)) < 0) {
+        Py_DECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+static PyObject *recovered_dict(const il_q_recovered *r)
+{
+    PyObject *d = PyDict_New();
+    if (d == NULL)
+        return NULL;
+    if (dict_set(d, "abandoned", U64(r->abandoned)) < 0 ||
+        dict_set(d, "redelivered", U64(r->redelivered)) < 0 ||
+        dict_set(d, "dropped", U64(r->dropped)) < 0 ||
+        dict_set(d, "waiters", U64(r->waiters)) < 0) {
+        Py_DECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+/* Run a mutex-taking maintenance call to completion with the GIL released. */
+typedef struct {
+    int which; /* 0 recover_dead, 1 check, 2 repair */
+    il_q_recovered r;
+} maint_ctx;
+
+static int attempt_maint(QObject *self, void *vctx, int64_t lock_ns)
+{
+    maint_ctx *c = vctx;
+    switch (c->which) {
+    case 0: return il_q_recover_dead(&self->h, self->ident, lock_ns, &c->r);
+    case 1: return il_q_check(&self->h, self->ident, lock_ns);
+    default: return il_q_repair(&self->h, self->ident, lock_ns);
+    }
+}
+
+PyDoc_STRVAR(q_recover_doc,
+             "_recover($self, /)\n--\n\n"
+             "Give back what dead processes hold: reservations of dead producers are freed, "
+             "messages held by dead consumers are redelivered (durable) or dropped (plain), "
+             "dead waiters are unregistered.  Returns the counts as a dict.");
+
+static PyObject *q_recover(QObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (q_check(self) < 0)
+        return NULL;
+    maint_ctx c = {0, {0, 0, 0, 0}};
+    int rc = q_drive(self, IL_Q_WAIT_GET, -100, -1, attempt_maint, &c);
+    if (rc < 0)
+        return NULL;
+    if (rc != IL_OK)
+        return q_raise(self, rc, "recover");
+    return recovered_dict(&c.r);
+}
+
+PyDoc_STRVAR(q_check_doc,
+             "_check($self, /)\n--\n\n"
+             "Verify the whole queue (entries against every derived structure) under its "
+             "mutex; raises Corrupt if anything is inconsistent.");
+
+static PyObject *q_check_all(QObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (q_check(self) < 0)
+        return NULL;
+    maint_ctx c = {1, {0, 0, 0, 0}};
+    int rc = q_drive(self, IL_Q_WAIT_GET, -100, -1, attempt_maint, &c);
+    if (rc < 0)
+        return NULL;
+    if (rc != IL_OK)
+        return q_raise(self, rc, "check");
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(q_repair_doc,
+             "_repair($self, /)\n--\n\n"
+             "Rebuild the derived structures from the entry table; raises Corrupt if the "
+             "entry table itself is inconsistent.");
+
+static PyObject *q_repair(QObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (q_check(self) < 0)
+        return NULL;
+    maint_ctx c = {2, {0, 0, 0, 0}};
+    int rc = q_drive(self, IL_Q_WAIT_GET, -100, -1, attempt_maint, &c);
+    if (rc < 0)
+        return NULL;
+    if (rc != IL_OK)
+        return q_raise(self, rc, "repair");
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(q_boot_doc,
+             "_same_boot($self, /)\n--\n\n"
+             "Whether the queue was last opened during this boot of the machine.");
+
+static PyObject *q_same_boot(QObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (q_check(self) < 0)
+        return NULL;
+    uint64_t boot[2];
+    if (il_q_read_boot_id(boot) != IL_OK) {
+        PyErr_SetString(PyExc_OSError, "cannot read /proc/sys/kernel/random/boot_id");
+        return NULL;
+    }
+    return PyBool_FromLong(il_q_same_boot(&self->h, boot));
+}
+
+PyDoc_STRVAR(q_reboot_doc,
+             "_reboot_recover($self, /)\n--\n\n"
+             "After a machine restart: reset the mutex and waiters, free unfinished puts, "
+             "make held messages available again, store this boot's id.  The caller must "
+             "hold an exclusive lock on the queue file and no process of this boot may have "
+             "used the queue yet.  Returns the counts as a dict.");
+
+static PyObject *q_reboot_recover(QObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (q_check(self) < 0)
+        return NULL;
+    uint64_t boot[2];
+    if (il_q_read_boot_id(boot) != IL_OK) {
+        PyErr_SetString(PyExc_OSError, "cannot read /proc/sys/kernel/random/boot_id");
+        return NULL;
+    }
+    il_q_recovered r;
+    int rc = il_q_reboot_recover(&self->h, boot, &r);
+    if (rc != IL_OK)
+        return q_raise(self, rc, "reboot_recover");
+    return recovered_dict(&r);
+}
+
+static PyObject *q_get_closed(QObject *self, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(self->closed);
+}
+
+static PyObject *q_get_durable(QObject *self, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(self->has_buf && (self->h.flags & IL_Q_DURABLE) != 0);
+}
+
+static PyObject *q_get_maxsize(QObject *self, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLong(self->has_buf ? self->h.maxsize : 0);
+}
+
+static PyObject *q_get_arena_bytes(QObject *self, void *Py_UNUSED(c))
+{
+    return U64(self->has_buf ? self->h.arena_bytes : 0);
+}
+
+static PyMemberDef q_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(QObject, weakreflist), READONLY, NULL},
+    {"__dictoffset__", T_PYSSIZET, offsetof(QObject, dict), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+#define FASTKW (METH_FASTCALL | METH_KEYWORDS)
+
+static PyMethodDef q_methods[] = {
+    {"_bind", (PyCFunction)q_bind, METH_O, "Bind to a formatted queue segment."},
+    {"_close", (PyCFunction)q_close, METH_NOARGS, "Detach; the mapping is released when "
+                                                  "no message views it any more."},
+    {"put", (PyCFunction)(void (*)(void))q_put, FASTKW, q_put_doc},
+    {"put_many", (PyCFunction)(void (*)(void))q_put_many, FASTKW, q_put_many_doc},
+    {"get", (PyCFunction)(void (*)(void))q_get, FASTKW, q_get_doc},
+    {"get_message", (PyCFunction)(void (*)(void))q_get_message, FASTKW, q_get_message_doc},
+    {"get_many", (PyCFunction)(void (*)(void))q_get_many, FASTKW, q_get_many_doc},
+    {"task_done", (PyCFunction)(void (*)(void))q_task_done, FASTKW, q_task_done_doc},
+    {"join", (PyCFunction)(void (*)(void))q_join, FASTKW, q_join_doc},
+    {"qsize", (PyCFunction)q_qsize, METH_NOARGS, "Messages ready to be taken."},
+    {"empty", (PyCFunction)q_empty, METH_NOARGS, "qsize() == 0."},
+    {"full", (PyCFunction)q_full, METH_NOARGS, "Whether a put would have to wait now."},
+    {"stats", (PyCFunction)q_stats, METH_NOARGS, q_stats_doc},
+    {"_recover", (PyCFunction)q_recover, METH_NOARGS, q_recover_doc},
+    {"_check", (PyCFunction)q_check_all, METH_NOARGS, q_check_doc},
+    {"_repair", (PyCFunction)q_repair, METH_NOARGS, q_repair_doc},
+    {"_same_boot", (PyCFunction)q_same_boot, METH_NOARGS, q_boot_doc},
+    {"_reboot_recover", (PyCFunction)q_reboot_recover, METH_NOARGS, q_reboot_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef q_getset[] = {
+    {"closed", (getter)q_get_closed, NULL, "Whether this handle is closed.", NULL},
+    {"durable", (getter)q_get_durable, NULL, "Whether the queue redelivers unacked messages.",
+     NULL},
+    {"maxsize", (getter)q_get_maxsize, NULL, "Ready + in-progress puts allowed.", NULL},
+    {"arena_bytes", (getter)q_get_arena_bytes, NULL, "Payload space in bytes.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot q_slots[] = {
+    {Py_tp_doc, "The native half of interlink.Queue."},
+    {Py_tp_new, q_new},
+    {Py_tp_dealloc, q_dealloc},
+    {Py_tp_traverse, q_traverse},
+    {Py_tp_clear, q_clear},
+    {Py_tp_methods, q_methods},
+    {Py_tp_getset, q_getset},
+    {Py_tp_members, q_members},
+    {0, NULL},
+};
+
+static PyType_Spec q_spec = {
+    "interlink._native.QueueCore",
+    sizeof(QObject),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    q_slots,
+};
+
+/* ======================================================================= */
+/* formatting and registration                                             */
+/* ======================================================================= */
+
+static PyObject *mod_queue_segment_size(PyObject *Py_UNUSED(m), PyObject *args)
+{
+    unsigned long n;
+    unsigned long long arena;
+    if (!PyArg_ParseTuple(args, "kK:queue_segment_size", &n, &arena))
+        return NULL;
+    uint64_t sz = n <= UINT32_MAX ? il_q_size_for((uint32_t)n, arena) : 0;
+    if (sz == 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "nentries must be within 1..%u and arena_bytes within 1..2**40",
+                     (unsigned)IL_Q_MAX_ENTRIES);
+        return NULL;
+    }
+    return U64(IL_SEG_HEADER_SIZE + ((sz + 4095u) & ~(uint64_t)4095u));
+}
+
+static PyObject *mod_queue_format(PyObject *Py_UNUSED(m), PyObject *args)
+{
+    PyObject *obj;
+    unsigned long n, maxsize;
+    unsigned long long arena;
+    int durable;
+    if (!PyArg_ParseTuple(args, "OkKkp:queue_format", &obj, &n, &arena, &maxsize, &durable))
+        return NULL;
+    if (n > UINT32_MAX || maxsize > n) {
+        PyErr_SetString(PyExc_ValueError, "maxsize must be within 0..nentries");
+        return NULL;
+    }
+    Py_buffer v;
+    if (PyObject_GetBuffer(obj, &v, PyBUF_WRITABLE) < 0)
+        return NULL;
+    int rc = IL_INVALID;
+    il_qh h;
+    if ((size_t)v.len > IL_SEG_HEADER_SIZE)
+        rc = il_q_init(&h, (char *)v.buf + IL_SEG_HEADER_SIZE,
+                       (uint64_t)v.len - IL_SEG_HEADER_SIZE, (uint32_t)n, arena,
+                       (uint32_t)maxsize, durable ? IL_Q_DURABLE : 0);
+    if (rc == IL_OK) {
+        uint64_t boot[2];
+        if (il_q_read_boot_id(boot) == IL_OK)
+            il_q_set_boot(&h, boot);
+    }
+    PyBuffer_Release(&v);
+    if (rc != IL_OK) {
+        PyErr_SetString(PyExc_ValueError,
+                        "cannot format a queue with these sizes in this buffer "
+                        "(see queue_segment_size)");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef queue_module_methods[] = {
+    {"queue_segment_size", mod_queue_segment_size, METH_VARARGS,
+     "queue_segment_size(nentries, arena_bytes): bytes of a queue segment (header page "
+     "included, rounded to pages)."},
+    {"queue_format", mod_queue_format, METH_VARARGS,
+     "queue_format(buffer, nentries, arena_bytes, maxsize, durable): format a new queue "
+     "segment (maxsize 0: nentries) and record this boot's id."},
+    {NULL, NULL, 0, NULL},
+};
+
+int il_queue_exec(PyObject *m, module_state *st);
+
+int il_queue_exec(PyObject *m, module_state *st)
+{
+    (void)st;
+    PyTypeObject *tp = (PyTypeObject *)PyType_FromModuleAndSpec(m, &q_spec, NULL);
+    if (tp == NULL)
+        return -1;
+    int rc = PyModule_AddType(m, tp);
+    Py_DECREF(tp);
+    if (rc < 0)
+        return -1;
+    PyTypeObject *mt = (PyTypeObject *)PyType_FromModuleAndSpec(m, &qmsg_spec, NULL);
+    if (mt == NULL)
+        return -1;
+    if (PyModule_AddType(m, mt) < 0) {
+        Py_DECREF(mt);
+        return -1;
+    }
+    Py_XSETREF(g_qmsg_type, mt); /* keeps the reference */
+    if (PyModule_AddFunctions(m, queue_module_methods) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(m, "QUEUE_INLINE_COPY", IL_Q_INLINE_COPY) < 0 ||
+        PyModule_AddIntConstant(m, "QUEUE_MAX_ENTRIES", IL_Q_MAX_ENTRIES) < 0 ||
+        PyModule_AddIntConstant(m, "QUEUE_MANY_MAX", Q_MANY_MAX) < 0)
+        return -1;
+    return 0;
+}
