@@ -41,7 +41,10 @@ __all__ = [
     "SemaphoreStatistics",
 ]
 
-LAYOUT_VERSION = 1
+# 2: the Lock fast path (FAST bit, adaptive spin and hint fields) and the RWLock
+# reader-wait entries changed what a lock word means; an older build's object
+# is refused with Incompatible rather than misread.
+LAYOUT_VERSION = 2
 
 _S = TypeVar("_S", bound="_Named")
 
