@@ -568,9 +568,9 @@ def _inspect(path: Path) -> ObjectInfo | None:
 
 
 # The il_sem fields `interlink ls` reads (lockword.h), as offsets into the kind
-# area: value (low half of `word`), sleepers, held[slot].
-_SEM_SLEEPERS_OFFSET = 20
+# area: held[slot] and slp[slot] (sleepers per attach slot).
 _SEM_HELD_OFFSET = 128
+_SEM_SLP_OFFSET = 640
 _IDENT_PID_MASK = (1 << 22) - 1  # IL_IDENT_PID_BITS (proc.h)
 
 
@@ -624,14 +624,19 @@ def _with_sync_state(info: ObjectInfo, fd: int, kind: int, page: bytearray) -> O
                 holders = () if holder_ident == 0 else (holder_ident & _IDENT_PID_MASK,)
                 return replace(info, holders=holders, waiters=len(queued))
             area = _HEADER_SIZE
-            (sleepers,) = struct.unpack_from("<I", mm, area + _SEM_SLEEPERS_OFFSET)
             held = struct.unpack_from(f"<{_native.SEG_SLOTS}I", mm, area + _SEM_HELD_OFFSET)
+            slp = struct.unpack_from(f"<{_native.SEG_SLOTS}I", mm, area + _SEM_SLP_OFFSET)
     except (OSError, ValueError):
         return info
-    pids = {slot: pid for slot, pid, _ident, _roles, _alive in _native.seg_users(page)}
+    users = _native.seg_users(page)
+    pids = {slot: pid for slot, pid, _ident, _roles, _alive in users}
+    live = {slot for slot, _pid, _ident, _roles, alive in users if alive}
     sem_holders = tuple(
         dict.fromkeys(pids[slot] for slot, n in enumerate(held) if n and slot in pids)
     )
+    # Sleepers of dead processes stay counted until some process recovers
+    # them: count the live slots' only.
+    sleepers = sum(n for slot, n in enumerate(slp) if slot in live)
     return replace(info, holders=sem_holders, waiters=sleepers)
 
 

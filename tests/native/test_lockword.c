@@ -1140,6 +1140,133 @@ static void test_sem_names_slot_during_dead_recovery(void)
     }
 }
 
+/* ---- semaphore: sleepers of dead processes -------------------------------- */
+
+typedef struct sem_sleep_arg {
+    sem_shared *m;
+    uint32_t slot;
+    int64_t slice;
+    int rc;
+} sem_sleep_arg;
+
+static void *sem_sleeper_thread(void *p)
+{
+    sem_sleep_arg *a = p;
+    a->rc = il_sem_acquire(&a->m->sem, &a->m->hdr, a->slot, my_tid(), 1, 20000 * MS, a->slice);
+    return NULL;
+}
+
+static void wait_sem_sleepers(sem_shared *m, uint32_t n)
+{
+    int64_t t0 = il_now_ns();
+    while (il_sem_waiters(&m->sem) != n) {
+        CHECK(il_now_ns() - t0 < 5000 * MS);
+        t_sleep_ms(1);
+    }
+}
+
+/* Waiters killed (SIGKILL) while asleep in the futex wait: their sleepers
+ * stay counted until recovery, which takes exactly their slots' counts out;
+ * a live sleeper is still woken by the next release (not at the end of its
+ * long slice), and once nobody sleeps a release makes no wake syscall. */
+static void test_sem_sleeper_killed_asleep(void)
+{
+    sem_shared *m = sem_new(0, 10);
+    uint32_t me = sem_attach(m);
+    pid_t kids[3];
+    for (int i = 0; i < 3; i++) {
+        kids[i] = fork_child();
+        if (kids[i] == 0) {
+            uint32_t slot = sem_attach(m);
+            sem_sleep_arg a = {m, slot, 5000 * MS, -1};
+            pthread_t th[2];
+            for (int k = 0; k < 2; k++)
+                if (pthread_create(&th[k], NULL, sem_sleeper_thread, &a) != 0)
+                    _exit(2);
+            for (;;)
+                pause();
+        }
+    }
+    wait_sem_sleepers(m, 6);
+    uint32_t by_slot = 0;
+    for (uint32_t i = 0; i < IL_SEG_SLOTS; i++)
+        by_slot += il_sem_sleepers(&m->sem, i);
+    CHECK_EQ(by_slot, 6);
+    CHECK_EQ(il_sem_sleepers(&m->sem, me), 0);
+    CHECK_EQ(il_sem_recover_dead(&m->sem, &m->hdr, me), 0); /* all alive: no change */
+    CHECK_EQ(il_sem_waiters(&m->sem), 6);
+
+    /* One live sleeper of our own, with a slice far longer than the test. */
+    sem_sleep_arg live = {m, me, 4000 * MS, -1};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, sem_sleeper_thread, &live) == 0);
+    wait_sem_sleepers(m, 7);
+
+    uint32_t dslot[3];
+    for (int i = 0; i < 3; i++) {
+        CHECK(kill(kids[i], SIGKILL) == 0);
+        wait_exit(kids[i]);
+    }
+    int nd = 0;
+    for (uint32_t i = 0; i < IL_SEG_SLOTS; i++)
+        if (i != me && il_sem_sleepers(&m->sem, i) != 0)
+            dslot[nd++] = i;
+    CHECK_EQ(nd, 3);
+    CHECK_EQ(il_sem_waiters(&m->sem), 7); /* the leak: nobody has recovered yet */
+    for (int i = 0; i < 3; i++)
+        CHECK(il_sem_names_slot(&m->sem, dslot[i])); /* must not be freed yet */
+
+    CHECK_EQ(il_sem_recover_dead(&m->sem, &m->hdr, me), 0); /* no units, only sleepers */
+    CHECK_EQ(il_sem_waiters(&m->sem), 1);                    /* the live one */
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ(il_sem_sleepers(&m->sem, dslot[i]), 0);
+        CHECK(!il_sem_names_slot(&m->sem, dslot[i]));
+    }
+    CHECK_EQ(il_sem_recover_dead(&m->sem, &m->hdr, me), 0); /* nothing twice */
+    CHECK_EQ(il_sem_waiters(&m->sem), 1);
+
+    int64_t t0 = il_now_ns();
+    CHECK_EQ(il_sem_release(&m->sem, me, 1), IL_OK);
+    pthread_join(th, NULL);
+    CHECK_EQ(live.rc, IL_OK);
+    CHECK(il_now_ns() - t0 < 2000 * MS); /* woken, not the end of its 4 s slice */
+    CHECK_EQ(il_sem_waiters(&m->sem), 0);
+    CHECK_EQ(il_sem_sleepers(&m->sem, me), 0);
+    il_sem_stats st;
+    il_sem_read_stats(&m->sem, &st);
+    uint64_t wakes = st.wakes;
+    CHECK_EQ(il_sem_release(&m->sem, me, 1), IL_OK);
+    il_sem_read_stats(&m->sem, &st);
+    CHECK_EQ(st.wakes, wakes); /* nobody asleep any more: no syscall */
+    munmap(m, sizeof *m);
+}
+
+/* A live thread whose slot is freed while it sleeps (its handle was closed
+ * meanwhile) has its sleeper taken by recovery; when it wakes, neither count
+ * goes below zero. */
+static void test_sem_sleeper_slot_freed_no_underflow(void)
+{
+    sem_shared *m = sem_new(0, 10);
+    uint32_t me = sem_attach(m);
+    uint32_t other = sem_attach(m); /* a second slot of ours, freed below */
+    CHECK(other != me);
+    sem_sleep_arg a = {m, other, 50 * MS, -1};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, sem_sleeper_thread, &a) == 0);
+    wait_sem_sleepers(m, 1);
+    atomic_store(&m->hdr.slots[other].ident, 0); /* detached */
+    CHECK_EQ(il_sem_recover_dead(&m->sem, &m->hdr, me), 0);
+    CHECK_EQ(il_sem_sleepers(&m->sem, other), 0);
+    CHECK_EQ(il_sem_waiters(&m->sem), 0);
+    /* It still gets the unit: at the end of a (short) slice at the latest. */
+    CHECK_EQ(il_sem_release(&m->sem, me, 1), IL_OK);
+    pthread_join(th, NULL);
+    CHECK_EQ(a.rc, IL_OK);
+    CHECK_EQ(il_sem_waiters(&m->sem), 0);
+    CHECK_EQ(il_sem_sleepers(&m->sem, other), 0);
+    munmap(m, sizeof *m);
+}
+
 int main(int argc, char **argv)
 {
     static const test_case tests[] = {
@@ -1165,6 +1292,8 @@ int main(int argc, char **argv)
         {"sem_dead_update_rolled_back", test_sem_dead_update_rolled_back, 0},
         {"sem_chaos_kill9", test_sem_chaos_kill9, 120},
         {"sem_names_slot_during_dead_recovery", test_sem_names_slot_during_dead_recovery, 0},
+        {"sem_sleeper_killed_asleep", test_sem_sleeper_killed_asleep, 0},
+        {"sem_sleeper_slot_freed_no_underflow", test_sem_sleeper_slot_freed_no_underflow, 0},
     };
     return RUN_TESTS("test_lockword", tests, argc, argv);
 }

@@ -691,6 +691,10 @@ static inline uint64_t res_make(uint32_t slot, uint32_t tid, uint32_t n)
            ((uint64_t)n << 32);
 }
 
+/* `interlink ls` reads held[] and slp[] at these offsets (_segment.py). */
+_Static_assert(offsetof(il_sem, held) == 128, "il_sem.held offset (see _segment.py)");
+_Static_assert(offsetof(il_sem, slp) == 640, "il_sem.slp offset (see _segment.py)");
+
 int il_sem_init(il_sem *s, uint32_t value, uint32_t max)
 {
     if (value > max)
@@ -864,6 +868,36 @@ static int sem_waiter_try(il_sem_waiter *w)
     return rc;
 }
 
+/* Sleeper accounting (docs/design/sync-lockword.md 2.4).  `sleepers` is what
+ * releasers read (one seq_cst load, the Dekker pair with the waiter's
+ * seq_cst increment followed by its re-try); slp[slot] attributes it.  The
+ * order keeps slp[slot] <= the slot's share of `sleepers` at every instant:
+ * enter bumps `sleepers` first, leave drops slp[slot] first.  So recovery,
+ * taking a dead slot's slp[] (exchange to 0) out of `sleepers`, never removes
+ * more than that slot put in: `sleepers` never drops below the live
+ * sleepers, and no wake-up is lost.  A process killed between the two
+ * RMWs (a few instructions, never while asleep) leaves `sleepers` one too
+ * high: extra wake syscalls, never a lost wake.  Leave never takes slp[]
+ * below zero: if recovery took our unit (our slot was judged dead: freed
+ * while we slept), it also took our share of `sleepers`. */
+static void sem_sleep_enter(il_sem *s, uint32_t slot)
+{
+    atomic_fetch_add_explicit(&s->sleepers, 1, memory_order_seq_cst);
+    atomic_fetch_add_explicit(&s->slp[slot], 1, memory_order_seq_cst);
+}
+
+static void sem_sleep_leave(il_sem *s, uint32_t slot)
+{
+    uint32_t c = atomic_load_explicit(&s->slp[slot], memory_order_relaxed);
+    while (c != 0) {
+        if (atomic_compare_exchange_weak_explicit(&s->slp[slot], &c, c - 1,
+                                                  memory_order_seq_cst, memory_order_relaxed)) {
+            atomic_fetch_sub_explicit(&s->sleepers, 1, memory_order_seq_cst);
+            return;
+        }
+    }
+}
+
 int il_sem_wait_slice(il_sem_waiter *w, int64_t slice_ns)
 {
     il_sem *s = w->s;
@@ -883,14 +917,14 @@ int il_sem_wait_slice(il_sem_waiter *w, int64_t slice_ns)
         }
     }
     uint32_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
-    atomic_fetch_add_explicit(&s->sleepers, 1, memory_order_seq_cst);
+    sem_sleep_enter(s, w->slot);
     rc = sem_waiter_try(w);
     if (rc != IL_BUSY) {
-        atomic_fetch_sub_explicit(&s->sleepers, 1, memory_order_relaxed);
+        sem_sleep_leave(s, w->slot);
         return rc;
     }
     int frc = il_futex_wait(&s->seq, seq, slice_ns);
-    atomic_fetch_sub_explicit(&s->sleepers, 1, memory_order_relaxed);
+    sem_sleep_leave(s, w->slot);
     if (frc == IL_EINTR)
         return IL_EINTR;
     rc = sem_waiter_try(w);
@@ -953,11 +987,20 @@ int64_t il_sem_recover_dead(il_sem *s, il_seg_header *hdr, uint32_t my_slot)
         }
     }
     /* 2. Units held by dead (or detached) slots go back, one journaled update
-     *    per slot, charged to that slot. */
+     *    per slot, charged to that slot; their sleepers leave `sleepers`
+     *    (exchange: of two recoverers, one takes the count). */
     for (uint32_t i = 0; i < nslots; i++) {
-        if (atomic_load_explicit(&s->held[i], memory_order_acquire) == 0 || i == my_slot)
+        if (i == my_slot)
+            continue;
+        if (atomic_load_explicit(&s->held[i], memory_order_acquire) == 0 &&
+            atomic_load_explicit(&s->slp[i], memory_order_relaxed) == 0)
             continue;
         if (!slot_dead(hdr, i, &cache))
+            continue;
+        uint32_t k = atomic_exchange_explicit(&s->slp[i], 0, memory_order_seq_cst);
+        if (k != 0)
+            atomic_fetch_sub_explicit(&s->sleepers, k, memory_order_seq_cst);
+        if (atomic_load_explicit(&s->held[i], memory_order_acquire) == 0)
             continue;
         sem_op op = {OP_NONE, 0, 0};
         uint64_t m;
@@ -1065,9 +1108,17 @@ int il_sem_names_slot(const il_sem *s, uint32_t slot)
     uint64_t r = atomic_load_explicit(&m->reserve, memory_order_seq_cst);
     if (RES_SLOT(r) == slot + 1)
         return 1;
-    if (atomic_load_explicit(&m->held[slot], memory_order_seq_cst) != 0)
+    if (atomic_load_explicit(&m->held[slot], memory_order_seq_cst) != 0 ||
+        atomic_load_explicit(&m->slp[slot], memory_order_seq_cst) != 0)
         return 1;
     return atomic_load_explicit(&m->word, memory_order_seq_cst) != w;
+}
+
+uint32_t il_sem_sleepers(const il_sem *s, uint32_t slot)
+{
+    if (slot >= IL_SEG_SLOTS)
+        return 0;
+    return atomic_load_explicit((_Atomic uint32_t *)&s->slp[slot], memory_order_acquire);
 }
 
 uint32_t il_sem_held(const il_sem *s, uint32_t slot)

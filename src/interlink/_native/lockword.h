@@ -207,6 +207,10 @@ typedef struct il_sem {
     uint32_t unused;
     _Atomic uint64_t acquisitions, contentions, recovered, wakes;
     _Alignas(64) _Atomic uint32_t held[IL_SEG_SLOTS];
+    /* Sleepers per attach slot: `sleepers` above is what the wake path reads
+     * (one load), slp[] attributes it, so that il_sem_recover_dead can take a
+     * dead slot's sleepers out of `sleepers` exactly (sync-lockword.md 2.4). */
+    _Alignas(64) _Atomic uint32_t slp[IL_SEG_SLOTS];
 } il_sem;
 
 typedef struct il_sem_waiter {
@@ -237,8 +241,9 @@ int il_sem_release(il_sem *s, uint32_t slot, uint32_t n);
 
 /* Blocking acquire in slices, as for the lock.  wait_slice returns IL_OK
  * (acquired), IL_BUSY (woken, try again), IL_TIMEOUT (slice elapsed: call
- * il_sem_recover_dead), IL_EINTR.  A waiter that has waited IL_SEM_HUNGRY_NS
- * posts the (single) reservation: while it stands, other acquirers leave its
+ * il_sem_recover_dead), IL_EINTR.  A sleeping waiter is counted in
+ * `sleepers` and in slp[slot]; a dead slot's count is removed by recovery.
+ * A waiter that has waited IL_SEM_HUNGRY_NS posts the (single) reservation: while it stands, other acquirers leave its
  * n units alone.  wait_cancel withdraws the reservation. */
 void il_sem_wait_begin(il_sem_waiter *w, il_sem *s, uint32_t slot, uint32_t tid, uint32_t n);
 int il_sem_wait_slice(il_sem_waiter *w, int64_t slice_ns);
@@ -247,7 +252,8 @@ void il_sem_wait_cancel(il_sem_waiter *w);
 /* Recovery (liveness checks): finishes an update whose process died (rolls it
  * back from the journal), returns the units of attach slots whose process is
  * dead (or that were detached), drops a dead slot's reservation.  my_slot is
- * the caller's own attach slot.  Returns the number of units given back
+ * the caller's own attach slot.  Also takes the sleepers of dead slots out of
+ * the sleepers count.  Returns the number of units given back
  * (>= 0), or -IL_BUSY / -IL_CORRUPT. */
 int64_t il_sem_recover_dead(il_sem *s, il_seg_header *hdr, uint32_t my_slot);
 
@@ -258,8 +264,10 @@ int il_sem_acquire(il_sem *s, il_seg_header *hdr, uint32_t slot, uint32_t tid, u
 uint32_t il_sem_value(const il_sem *s);
 uint32_t il_sem_waiters(const il_sem *s);
 uint32_t il_sem_held(const il_sem *s, uint32_t slot);
-/* Non-zero if `slot` still has units, the update marker or the reservation:
- * such a slot must not be freed (its next user would inherit them and
+/* Sleepers attributed to `slot` (slp[slot]). */
+uint32_t il_sem_sleepers(const il_sem *s, uint32_t slot);
+/* Non-zero if `slot` still has units, sleepers, the update marker or the
+ * reservation: such a slot must not be freed (its next user would inherit them and
  * recovery, which keys on the slot's liveness, could never undo them). */
 int il_sem_names_slot(const il_sem *s, uint32_t slot);
 

@@ -1022,6 +1022,11 @@ static PyObject *sem_stats(SyncObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (sync_check(self) < 0)
         return NULL;
+    /* Sleepers counted for a process that died asleep are only taken out by
+     * recovery (liveness checks): run it first, so `waiters` counts live
+     * threads.  Cheap when nobody sleeps (one load). */
+    if (il_sem_waiters(self->sem) != 0 && self->attached && sem_recover(self) < 0)
+        return NULL;
     il_sem_stats s;
     il_sem_read_stats(self->sem, &s);
     uint32_t max = self->sem->max;
