@@ -269,6 +269,88 @@ static void test_reader_wait_entries(void)
     munmap(m, sizeof *m);
 }
 
+/* ---- sleeping readers of dead processes ----------------------------------- */
+
+typedef struct rsleep_arg {
+    rw_shared *m;
+    uint32_t slot;
+    int64_t slice;
+} rsleep_arg;
+
+static void *rsleeper_thread(void *p)
+{
+    rsleep_arg *a = p;
+    while (il_rw_read_try(&a->m->rw, a->slot) != IL_OK)
+        if (il_rw_read_wait_slice(&a->m->rw, a->slot, -1, a->slice) == IL_OK)
+            break;
+    return NULL;
+}
+
+static void wait_rsleepers(rw_shared *m, uint32_t n)
+{
+    int64_t t0 = il_now_ns();
+    while (il_rw_rsleepers(&m->rw) != n) {
+        CHECK(il_now_ns() - t0 < 5000 * MS);
+        t_sleep_ms(1);
+    }
+}
+
+/* Readers killed (SIGKILL) while asleep behind a writer: rsleepers keeps
+ * counting them until il_rw_recover_readers takes exactly their slots'
+ * counts out; a live sleeping reader is still woken by the write release. */
+static void test_reader_killed_asleep(void)
+{
+    rw_shared *m = rw_new();
+    uint32_t me = attach(m);
+    uint64_t id = il_ident_self();
+    CHECK_EQ(il_lock_try(&m->rw.wlock, id, tid(), 0), IL_OK);
+    CHECK_EQ(il_rw_write_drain_slice(&m->rw, 1 * MS), IL_OK);
+    pid_t kids[2];
+    for (int i = 0; i < 2; i++) {
+        kids[i] = fork_child();
+        if (kids[i] == 0) {
+            rsleep_arg a = {m, attach(m), 5000 * MS};
+            pthread_t th[2];
+            for (int k = 0; k < 2; k++)
+                if (pthread_create(&th[k], NULL, rsleeper_thread, &a) != 0)
+                    _exit(2);
+            for (;;)
+                pause();
+        }
+    }
+    wait_rsleepers(m, 4);
+    rsleep_arg live = {m, me, 4000 * MS};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, rsleeper_thread, &live) == 0);
+    wait_rsleepers(m, 5);
+    il_rw_recover_readers(&m->rw, &m->hdr, me); /* all alive: no change */
+    CHECK_EQ(il_rw_rsleepers(&m->rw), 5);
+    for (int i = 0; i < 2; i++) {
+        CHECK(kill(kids[i], SIGKILL) == 0);
+        CHECK_EQ(wait_exit(kids[i]), 128 + SIGKILL);
+    }
+    uint32_t dead = 0;
+    for (uint32_t i = 0; i < IL_SEG_SLOTS; i++)
+        if (i != me)
+            dead += il_rw_slot_sleepers(&m->rw, i);
+    CHECK_EQ(dead, 4);
+    CHECK_EQ(il_rw_rsleepers(&m->rw), 5); /* the leak, until recovery */
+    il_rw_recover_readers(&m->rw, &m->hdr, me);
+    CHECK_EQ(il_rw_rsleepers(&m->rw), 1);
+    for (uint32_t i = 0; i < IL_SEG_SLOTS; i++)
+        if (i != me)
+            CHECK_EQ(il_rw_slot_sleepers(&m->rw, i), 0);
+    int64_t t0 = il_now_ns();
+    CHECK_EQ(il_rw_write_release(&m->rw, id, tid()), IL_OK);
+    pthread_join(th, NULL);
+    CHECK(il_now_ns() - t0 < 2000 * MS); /* woken, not the end of its 4 s slice */
+    CHECK_EQ(il_rw_held(&m->rw, me), 1);
+    CHECK_EQ(il_rw_read_release(&m->rw, me), IL_OK);
+    CHECK_EQ(il_rw_rsleepers(&m->rw), 0);
+    CHECK_EQ(il_rw_slot_sleepers(&m->rw, me), 0);
+    munmap(m, sizeof *m);
+}
+
 int main(int argc, char **argv)
 {
     static const test_case tests[] = {
@@ -277,6 +359,7 @@ int main(int argc, char **argv)
         {"rw_dead_reader_dropped", test_dead_reader_dropped, 0},
         {"rw_dead_writer_owner_died", test_dead_writer_owner_died, 0},
         {"rw_reader_wait_entries", test_reader_wait_entries, 0},
+        {"rw_reader_killed_asleep", test_reader_killed_asleep, 0},
     };
     return RUN_TESTS("test_rwlock", tests, argc, argv);
 }

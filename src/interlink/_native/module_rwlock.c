@@ -181,16 +181,17 @@ static PyObject *rw_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-/* Drop the read holds of dead slots, then free dead slots that hold none
- * (a slot still charged with holds is never freed: a new process claiming it
- * would inherit them). */
+/* Drop the read holds (and sleeping readers) of dead slots, then free dead
+ * slots that hold none (a slot still charged with holds or sleepers is never
+ * freed: a new process claiming it would inherit them). */
 static void rw_reclaim_slots(RWObject *self)
 {
     il_rw_recover_readers(self->rw, self->hdr, self->slot);
     uint32_t n = self->hdr->nslots > IL_SEG_SLOTS ? IL_SEG_SLOTS : self->hdr->nslots;
     for (uint32_t i = 0; i < n; i++) {
         uint64_t w = atomic_load_explicit(&self->hdr->slots[i].ident, memory_order_acquire);
-        if (w == 0 || il_rw_held(self->rw, i) != 0 || il_ident_alive(il_ident_bare(w)))
+        if (w == 0 || il_ident_alive(il_ident_bare(w)) || il_rw_held(self->rw, i) != 0 ||
+            il_rw_slot_sleepers(self->rw, i) != 0)
             continue;
         atomic_compare_exchange_strong_explicit(&self->hdr->slots[i].ident, &w, 0,
                                                 memory_order_acq_rel, memory_order_relaxed);

@@ -84,17 +84,43 @@ static int read_try_marked(il_rw *rw, uint32_t slot, int32_t rq)
     return rc;
 }
 
+/* Sleeper accounting, as il_sem's (docs/design/sync-lockword.md 2.4): enter
+ * bumps rsleepers (seq_cst: the Dekker pair with il_rw_wake_readers) before
+ * rslp[slot], leave drops rslp[slot] (never below zero: recovery may have
+ * taken it, with our share of rsleepers) before rsleepers.  So rslp[slot]
+ * never exceeds the slot's share of rsleepers, and recovery subtracting a
+ * dead slot's rslp[] never takes rsleepers below the live sleepers. */
+static void rsleep_enter(il_rw *rw, uint32_t slot)
+{
+    atomic_fetch_add_explicit(&rw->rsleepers, 1, memory_order_seq_cst);
+    atomic_fetch_add_explicit(&rw->rslp[slot], 1, memory_order_seq_cst);
+}
+
+static void rsleep_leave(il_rw *rw, uint32_t slot)
+{
+    uint32_t c = atomic_load_explicit(&rw->rslp[slot], memory_order_relaxed);
+    while (c != 0) {
+        if (atomic_compare_exchange_weak_explicit(&rw->rslp[slot], &c, c - 1,
+                                                  memory_order_seq_cst, memory_order_relaxed)) {
+            atomic_fetch_sub_explicit(&rw->rsleepers, 1, memory_order_seq_cst);
+            return;
+        }
+    }
+}
+
 int il_rw_read_wait_slice(il_rw *rw, uint32_t slot, int32_t rq, int64_t slice_ns)
 {
+    if (slot >= IL_SEG_SLOTS)
+        return IL_INVALID;
     uint32_t seq = atomic_load_explicit(&rw->rseq, memory_order_seq_cst);
-    atomic_fetch_add_explicit(&rw->rsleepers, 1, memory_order_seq_cst);
+    rsleep_enter(rw, slot);
     int rc = read_try_marked(rw, slot, rq);
     if (rc != IL_BUSY) {
-        atomic_fetch_sub_explicit(&rw->rsleepers, 1, memory_order_relaxed);
+        rsleep_leave(rw, slot);
         return rc;
     }
     int frc = il_futex_wait(&rw->rseq, seq, slice_ns);
-    atomic_fetch_sub_explicit(&rw->rsleepers, 1, memory_order_relaxed);
+    rsleep_leave(rw, slot);
     if (frc == IL_EINTR)
         return IL_EINTR;
     rc = read_try_marked(rw, slot, rq);
@@ -155,7 +181,8 @@ uint32_t il_rw_recover_readers(il_rw *rw, il_seg_header *hdr, uint32_t my_slot)
             continue;
         uint32_t v = atomic_load_explicit(&rw->rd[i], memory_order_acquire);
         uint32_t waiting = atomic_load_explicit(&rw->rwaiting[i], memory_order_relaxed);
-        if (v == 0 && waiting == 0)
+        uint32_t sleeping = atomic_load_explicit(&rw->rslp[i], memory_order_relaxed);
+        if (v == 0 && waiting == 0 && sleeping == 0)
             continue;
         /* A slot whose process is dead (or that was freed) cannot change its
          * count any more (slots with holds are never reused: the glue's
@@ -165,6 +192,12 @@ uint32_t il_rw_recover_readers(il_rw *rw, il_seg_header *hdr, uint32_t my_slot)
             continue;
         if (waiting != 0)
             atomic_store_explicit(&rw->rwaiting[i], 0, memory_order_relaxed);
+        if (sleeping != 0) {
+            /* exchange: of two recoverers, one takes the count */
+            uint32_t k = atomic_exchange_explicit(&rw->rslp[i], 0, memory_order_seq_cst);
+            if (k != 0)
+                atomic_fetch_sub_explicit(&rw->rsleepers, k, memory_order_seq_cst);
+        }
         if (v != 0 && atomic_compare_exchange_strong_explicit(&rw->rd[i], &v, 0,
                                                               memory_order_seq_cst,
                                                               memory_order_relaxed)) {
@@ -247,6 +280,18 @@ uint32_t il_rw_waiting_readers(const il_rw *rw)
     for (uint32_t i = 0; i < IL_SEG_SLOTS; i++)
         n += atomic_load_explicit(&m->rwaiting[i], memory_order_relaxed);
     return n;
+}
+
+uint32_t il_rw_rsleepers(const il_rw *rw)
+{
+    return atomic_load_explicit(&((il_rw *)rw)->rsleepers, memory_order_relaxed);
+}
+
+uint32_t il_rw_slot_sleepers(const il_rw *rw, uint32_t slot)
+{
+    if (slot >= IL_SEG_SLOTS)
+        return 0;
+    return atomic_load_explicit(&((il_rw *)rw)->rslp[slot], memory_order_acquire);
 }
 
 uint32_t il_rw_readers(const il_rw *rw)

@@ -49,6 +49,10 @@ typedef struct il_rw {
      * a dead slot's count is dropped by il_rw_recover_readers */
     _Alignas(64) _Atomic uint32_t rwaiting[IL_SEG_SLOTS];
     _Alignas(64) il_rw_rwait rq[IL_RW_RWAITS];
+    /* readers asleep on rseq per attach slot: rsleepers (what the wake path
+     * reads) attributed, so that il_rw_recover_readers can take a dead
+     * slot's sleepers out of rsleepers exactly (sync-rwlock.md) */
+    _Alignas(64) _Atomic uint32_t rslp[IL_SEG_SLOTS];
 } il_rw;
 
 void il_rw_init(il_rw *rw);
@@ -74,7 +78,8 @@ int il_rw_write_release(il_rw *rw, uint64_t ident, uint32_t tid);
 /* Wake blocked readers (after a queued writer gave up its wait). */
 void il_rw_wake_readers(il_rw *rw);
 
-/* Drop the read holds of dead (or freed) attach slots; returns how many. */
+/* Drop the read holds of dead (or freed) attach slots; returns how many.
+ * Their sleeping readers leave rsleepers too (rslp[]). */
 uint32_t il_rw_recover_readers(il_rw *rw, il_seg_header *hdr, uint32_t my_slot);
 
 /* Reader-wait entries (deadlock detection).  claim: an entry index for
@@ -89,6 +94,11 @@ int il_rw_rwait_read(const il_rw *rw, uint32_t i, uint64_t *ident, uint32_t *tid
 
 /* Readers inside a blocking acquire (sum over slots). */
 uint32_t il_rw_waiting_readers(const il_rw *rw);
+
+/* Readers (about to be) asleep on rseq: all (what releasers read) and those
+ * attributed to `slot`.  A slot with sleepers must not be freed. */
+uint32_t il_rw_rsleepers(const il_rw *rw);
+uint32_t il_rw_slot_sleepers(const il_rw *rw, uint32_t slot);
 
 uint32_t il_rw_readers(const il_rw *rw);
 uint32_t il_rw_held(const il_rw *rw, uint32_t slot);
