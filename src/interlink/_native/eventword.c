@@ -63,20 +63,76 @@ void il_event_set(il_event *e)
 
 void il_event_clear(il_event *e) { atomic_fetch_and_explicit(&e->word, ~1u, SC); }
 
-int il_event_wait_slice(il_event *e, uint32_t snap, int64_t slice_ns)
+/* Sleeper accounting, as il_sem's (docs/design/sync-lockword.md 2.4): enter
+ * bumps `sleepers` (seq_cst: the Dekker pair with il_event_set's CAS then
+ * load) before slp[slot]; leave drops slp[slot] (never below zero: recovery
+ * may have taken it, with our share of `sleepers`) before `sleepers`.  So
+ * slp[slot] never exceeds the slot's share of `sleepers`, and taking a dead
+ * slot's slp[] out never leaves `sleepers` below the live sleepers. */
+static void ev_sleep_enter(_Atomic uint32_t *total, _Atomic uint32_t *mine)
 {
+    atomic_fetch_add_explicit(total, 1, SC);
+    atomic_fetch_add_explicit(mine, 1, SC);
+}
+
+static void ev_sleep_leave(_Atomic uint32_t *total, _Atomic uint32_t *mine)
+{
+    uint32_t c = atomic_load_explicit(mine, RLX);
+    while (c != 0) {
+        if (atomic_compare_exchange_weak_explicit(mine, &c, c - 1, SC, RLX)) {
+            atomic_fetch_sub_explicit(total, 1, SC);
+            return;
+        }
+    }
+}
+
+int il_event_wait_slice(il_event *e, uint32_t slot, uint32_t snap, int64_t slice_ns)
+{
+    if (slot >= IL_SEG_SLOTS)
+        return IL_INVALID;
     uint32_t w = atomic_load_explicit(&e->word, ACQ);
     if (event_signalled_word(w, snap))
         return IL_OK;
-    atomic_fetch_add_explicit(&e->sleepers, 1, SC);
+    ev_sleep_enter(&e->sleepers, &e->slp[slot]);
     w = atomic_load_explicit(&e->word, SC);
     int rc = IL_OK;
     if (!event_signalled_word(w, snap))
         rc = il_futex_wait(&e->word, w, slice_ns);
-    atomic_fetch_sub_explicit(&e->sleepers, 1, SC);
+    ev_sleep_leave(&e->sleepers, &e->slp[slot]);
     if (il_event_signalled(e, snap))
         return IL_OK;
     return rc == IL_OK ? IL_BUSY : rc;
+}
+
+uint32_t il_event_recover_sleepers(il_event *e, il_seg_header *hdr)
+{
+    uint32_t n = 0, nslots = hdr->nslots > IL_SEG_SLOTS ? IL_SEG_SLOTS : hdr->nslots;
+    for (uint32_t i = 0; i < nslots; i++) {
+        if (atomic_load_explicit(&e->slp[i], RLX) == 0)
+            continue;
+        /* A dead (or freed) slot's process changes slp[i] no more; a slot
+         * with sleepers is never freed, so it cannot have a new owner. */
+        uint64_t id = atomic_load_explicit(&hdr->slots[i].ident, ACQ);
+        if (id != 0 && il_ident_alive(il_ident_bare(id)))
+            continue;
+        uint32_t k = atomic_exchange_explicit(&e->slp[i], 0, SC); /* one recoverer wins */
+        if (k != 0)
+            atomic_fetch_sub_explicit(&e->sleepers, k, SC);
+        n += k;
+    }
+    return n;
+}
+
+uint32_t il_event_sleepers(const il_event *e)
+{
+    return atomic_load_explicit(&((il_event *)e)->sleepers, RLX);
+}
+
+uint32_t il_event_slot_sleepers(const il_event *e, uint32_t slot)
+{
+    if (slot >= IL_SEG_SLOTS)
+        return 0;
+    return atomic_load_explicit(&((il_event *)e)->slp[slot], ACQ);
 }
 
 /* ======================================================================= */
@@ -344,14 +400,25 @@ int il_barrier_arrive(il_barrier_waiter *w)
 
 uint32_t il_barrier_seq(const il_barrier *b) { return atomic_load_explicit(&b->seq, SC); }
 
-int il_barrier_sleep(il_barrier *b, uint32_t snap, int64_t slice_ns)
+int il_barrier_sleep(il_barrier_waiter *w, uint32_t snap, int64_t slice_ns)
 {
-    atomic_fetch_add_explicit(&b->sleepers, 1, SC);
+    if (w->entry < 0 || (uint32_t)w->entry >= IL_BARRIER_ENTRIES)
+        return IL_INVALID;
+    il_barrier *b = w->b;
+    il_barrier_entry *q = &b->q[w->entry];
+    /* As ev_sleep_enter/leave, with the entry's flag (0 or 1: one thread per
+     * entry) as the attribution: `sleepers` first in, last out. */
+    ev_sleep_enter(&b->sleepers, &q->sleeping);
     int rc = IL_OK;
     if (atomic_load_explicit(&b->seq, SC) == snap)
         rc = il_futex_wait(&b->seq, snap, slice_ns);
-    atomic_fetch_sub_explicit(&b->sleepers, 1, SC);
+    ev_sleep_leave(&b->sleepers, &q->sleeping);
     return rc;
+}
+
+uint32_t il_barrier_sleepers(const il_barrier *b)
+{
+    return atomic_load_explicit(&((il_barrier *)b)->sleepers, RLX);
 }
 
 int il_barrier_status(il_barrier_waiter *w)
@@ -457,6 +524,10 @@ int il_barrier_check(il_barrier *b, uint64_t self_ident)
             il_barrier_break(b, bar_gen(word));
             broke = 1;
         }
+        /* A waiter killed asleep: its sleeper leaves `sleepers` before the
+         * entry is freed (exchange: of two scanners, one takes it). */
+        if (atomic_exchange_explicit(&q->sleeping, 0, SC) != 0)
+            atomic_fetch_sub_explicit(&b->sleepers, 1, SC);
         atomic_compare_exchange_strong_explicit(&q->ident, &id, 0, SC, RLX);
     }
     return broke;

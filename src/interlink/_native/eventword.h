@@ -10,6 +10,9 @@
  *                                even if clear() ran before it woke.
  *   sleepers                     waiters (about to be) asleep: set() makes a
  *                                wake syscall only when it is non-zero.
+ *   slp[slot]                    the same, per attach slot (seg.h): a dead
+ *                                process's sleepers are taken out of
+ *                                `sleepers` by il_event_recover_sleepers.
  *
  * ---- il_cond ----------------------------------------------------------------
  *   A table of waiter entries.  An entry's `word` packs the waiter's process
@@ -32,7 +35,9 @@
  *                  reset can tell each waiter of the reset generation that it
  *                  was broken, after the generation has moved on.
  *   seq, sleepers  futex word bumped at every state change; wake only if
- *                  someone sleeps.
+ *                  someone sleeps.  Each sleeper also flags its entry
+ *                  (`sleeping`), so freeing a dead waiter's entry takes its
+ *                  sleeper out of `sleepers`.
  *   A party registers its entry (WAITING, generation g) before the arrival
  *   CAS (g, c) -> (g, c+1); the last arrival (c+1 == parties) runs the action
  *   and completes with (g, parties) -> (g+1, 0).  Waiters check the entries
@@ -47,6 +52,7 @@
 #include <stdint.h>
 
 #include "il_common.h"
+#include "seg.h"
 
 /* The barrier is broken (threading.BrokenBarrierError). */
 #define IL_BROKEN 33
@@ -68,6 +74,7 @@ typedef struct il_event {
     uint32_t magic;
     uint32_t unused;
     _Atomic uint64_t sets, wakes; /* statistics */
+    _Alignas(64) _Atomic uint32_t slp[IL_SEG_SLOTS]; /* sleepers per attach slot */
 } il_event;
 
 void il_event_init(il_event *e);
@@ -81,8 +88,17 @@ int il_event_signalled(const il_event *e, uint32_t snap);
 void il_event_set(il_event *e);
 void il_event_clear(il_event *e);
 /* IL_OK (signalled), IL_TIMEOUT (slice elapsed), IL_EINTR, IL_BUSY (woken,
- * not signalled). */
-int il_event_wait_slice(il_event *e, uint32_t snap, int64_t slice_ns);
+ * not signalled); IL_INVALID for a bad slot.  `slot`: the caller's attach
+ * slot, which its sleep is counted against. */
+int il_event_wait_slice(il_event *e, uint32_t slot, uint32_t snap, int64_t slice_ns);
+/* Take the sleepers of attach slots whose process is dead (or that were
+ * freed) out of the sleepers count (liveness checks, only for slots that have
+ * sleepers).  Returns how many were taken out. */
+uint32_t il_event_recover_sleepers(il_event *e, il_seg_header *hdr);
+/* Sleepers: all (what set() reads) and those of one slot.  A slot with
+ * sleepers must not be freed. */
+uint32_t il_event_sleepers(const il_event *e);
+uint32_t il_event_slot_sleepers(const il_event *e, uint32_t slot);
 
 /* ---- il_cond ------------------------------------------------------------- */
 
@@ -139,7 +155,7 @@ typedef struct il_barrier_entry {
     _Atomic uint64_t ident; /* 0 = free */
     _Atomic uint64_t gs;    /* generation << 8 | state */
     _Atomic uint32_t tid;
-    uint32_t unused;
+    _Atomic uint32_t sleeping; /* 1 while its thread is counted in sleepers */
 } il_barrier_entry;
 
 typedef struct il_barrier {
@@ -172,8 +188,11 @@ int il_barrier_enter(il_barrier_waiter *w, il_barrier *b, uint64_t ident, uint32
 int il_barrier_arrive(il_barrier_waiter *w);
 /* The snapshot to pass to il_barrier_sleep. */
 uint32_t il_barrier_seq(const il_barrier *b);
-/* Sleep while seq == snap, at most slice_ns: IL_OK, IL_TIMEOUT, IL_EINTR. */
-int il_barrier_sleep(il_barrier *b, uint32_t snap, int64_t slice_ns);
+/* Sleep while seq == snap, at most slice_ns: IL_OK, IL_TIMEOUT, IL_EINTR
+ * (IL_INVALID without an entry).  The sleep is flagged in w's entry. */
+int il_barrier_sleep(il_barrier_waiter *w, uint32_t snap, int64_t slice_ns);
+/* Threads counted asleep (what a state change reads to decide on a wake). */
+uint32_t il_barrier_sleepers(const il_barrier *b);
 /* Where an arrived waiter stands: IL_OK (its generation completed),
  * IL_BROKEN, IL_BUSY (still waiting). */
 int il_barrier_status(il_barrier_waiter *w);
@@ -186,7 +205,8 @@ int il_barrier_complete(il_barrier_waiter *w);
  * still in generation gen (gen < 0: whatever the generation). */
 void il_barrier_break(il_barrier *b, int64_t gen);
 /* Scan for dead parties of the current generation; breaks the barrier and
- * returns 1 if one was found; frees dead entries. */
+ * returns 1 if one was found; frees dead entries (taking a dead sleeper out
+ * of the sleepers count first). */
 int il_barrier_check(il_barrier *b, uint64_t self_ident);
 /* reset(): waiters of the current generation get IL_BROKEN, the barrier is
  * empty and unbroken again. */

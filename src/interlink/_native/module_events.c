@@ -23,6 +23,7 @@
 #include "seg.h"
 
 #define EV_SLICE_NS (20 * 1000 * 1000LL)
+#define EV_RECOVER_NS (1000 * 1000 * 1000LL) /* event waits: dead-sleeper scan period */
 
 #define PAGE_ROUND(n) (((n) + 4095u) & ~(size_t)4095u)
 #define EVENT_SEGMENT_SIZE (IL_SEG_HEADER_SIZE + PAGE_ROUND(sizeof(il_event)))
@@ -95,6 +96,29 @@ static PyObject *ev_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
+/* Free the attach slots of dead processes.  An event's dead slots first give
+ * their sleepers back (il_event_recover_sleepers), and a slot that still has
+ * sleepers is never freed: a new process claiming it would make them look
+ * alive for good.  The liveness check comes first: a dead process changes
+ * nothing any more, so what is checked after it stays true. */
+static void ev_reclaim_slots(EvObject *self)
+{
+    if (self->hdr->kind != IL_KIND_EVENT) {
+        il_seg_reclaim_plain(self->hdr);
+        return;
+    }
+    il_event *e = (il_event *)self->area;
+    il_event_recover_sleepers(e, self->hdr);
+    uint32_t n = self->hdr->nslots > IL_SEG_SLOTS ? IL_SEG_SLOTS : self->hdr->nslots;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t w = atomic_load_explicit(&self->hdr->slots[i].ident, memory_order_acquire);
+        if (w == 0 || il_ident_alive(w) || il_event_slot_sleepers(e, i) != 0)
+            continue;
+        atomic_compare_exchange_strong_explicit(&self->hdr->slots[i].ident, &w, 0,
+                                                memory_order_acq_rel, memory_order_relaxed);
+    }
+}
+
 static int ev_attach(EvObject *self)
 {
     self->ident = il_ident_self();
@@ -105,7 +129,7 @@ static int ev_attach(EvObject *self)
     self->fork_gen = il_fork_generation();
     int rc = il_seg_attach(self->hdr, self->ident, 0, &self->slot);
     if (rc == IL_NOSLOT) {
-        il_seg_reclaim_plain(self->hdr);
+        ev_reclaim_slots(self);
         rc = il_seg_attach(self->hdr, self->ident, 0, &self->slot);
     }
     if (rc != IL_OK) {
@@ -193,7 +217,7 @@ static PyObject *ev_reclaim(EvObject *self, PyObject *Py_UNUSED(ignored))
         return NULL;
     self->waiters++;
     Py_BEGIN_ALLOW_THREADS
-    il_seg_reclaim_plain(self->hdr);
+    ev_reclaim_slots(self);
     Py_END_ALLOW_THREADS
     self->waiters--;
     ev_maybe_release(self);
@@ -318,14 +342,24 @@ static PyObject *event_wait(EvObject *self, PyObject *const *args, Py_ssize_t na
     if (snap & 1u)
         Py_RETURN_TRUE;
     int64_t deadline = deadline_for(timeout_ns);
+    int64_t last_check = il_now_ns();
     for (;;) {
-        if (il_now_ns() >= deadline)
+        int64_t now = il_now_ns();
+        if (now >= deadline)
             return PyBool_FromLong(il_event_signalled(e, snap));
         int64_t slice = slice_for(deadline);
+        /* Now and then, take the sleepers of dead processes out of the count
+         * (else every set() makes a wake syscall for them): /proc reads only
+         * for slots that have sleepers. */
+        int recover = now - last_check >= EV_RECOVER_NS;
+        if (recover)
+            last_check = now;
         int rc;
         self->waiters++;
         Py_BEGIN_ALLOW_THREADS
-        rc = il_event_wait_slice(e, snap, slice);
+        if (recover)
+            il_event_recover_sleepers(e, self->hdr);
+        rc = il_event_wait_slice(e, self->slot, snap, slice);
         Py_END_ALLOW_THREADS
         self->waiters--;
         if (rc == IL_OK) {
@@ -590,14 +624,15 @@ static int bar_token(EvObject *self, PyObject *tok, il_barrier_waiter *w)
 }
 
 /* Sleep one slice on the barrier's sequence word; -1 with an exception. */
-static int bar_nap(EvObject *self, uint32_t snap, int64_t deadline, int64_t *last_check)
+static int bar_nap(EvObject *self, il_barrier_waiter *w, uint32_t snap, int64_t deadline,
+                   int64_t *last_check)
 {
     il_barrier *b = BAR(self);
     int64_t slice = slice_for(deadline);
     int rc;
     self->waiters++;
     Py_BEGIN_ALLOW_THREADS
-    rc = il_barrier_sleep(b, snap, slice);
+    rc = il_barrier_sleep(w, snap, slice);
     Py_END_ALLOW_THREADS
     self->waiters--;
     if ((rc == IL_EINTR || rc == IL_TIMEOUT) && PyErr_CheckSignals() < 0)
@@ -656,7 +691,7 @@ static PyObject *bar_arrive(EvObject *self, PyObject *tobj)
             il_barrier_break(b, -1);
             return broken_error();
         }
-        if (bar_nap(self, snap, deadline, &last_check) < 0) {
+        if (bar_nap(self, &w, snap, deadline, &last_check) < 0) {
             if (!self->closed)
                 il_barrier_leave(&w);
             ev_maybe_release(self);
@@ -704,7 +739,7 @@ static PyObject *bar_await(EvObject *self, PyObject *args)
                 Py_RETURN_NONE;
             return broken_error();
         }
-        if (bar_nap(self, snap, deadline, &last_check) < 0) {
+        if (bar_nap(self, &w, snap, deadline, &last_check) < 0) {
             if (!self->closed) {
                 il_barrier_break(b, w.gen);
                 il_barrier_leave(&w);
