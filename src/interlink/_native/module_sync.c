@@ -1025,8 +1025,10 @@ static PyObject *sem_stats(SyncObject *self, PyObject *Py_UNUSED(ignored))
     /* Sleepers counted for a process that died asleep are only taken out by
      * recovery (liveness checks): run it first, so `waiters` counts live
      * threads.  Cheap when nobody sleeps (one load). */
-    if (il_sem_waiters(self->sem) != 0 && self->attached && sem_recover(self) < 0)
+    if (il_sem_waiters(self->sem) != 0 && self->attached && sem_recover(self) < 0) {
+        sync_maybe_release_buffer(self);
         return NULL;
+    }
     il_sem_stats s;
     il_sem_read_stats(self->sem, &s);
     uint32_t max = self->sem->max;
