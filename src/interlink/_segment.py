@@ -63,6 +63,7 @@ KIND_NAMES: dict[int, str] = {
     _native.KIND_CONDITION: "condition",
     _native.KIND_BARRIER: "barrier",
     _native.KIND_RWLOCK: "rwlock",
+    _native.KIND_QUEUE: "queue",
 }
 
 # magic, layout, kind, creator uid, creator pid, mode, nslots, total size,
