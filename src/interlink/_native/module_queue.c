@@ -789,8 +789,8 @@ PyDoc_STRVAR(q_put_into_doc,
              "writable memoryview of exactly that space, then commit it: the message is "
              "written once, straight into shared memory (no intermediate copy).  If `writer` "
              "raises, the reservation is aborted and the exception propagates.  `writer` must "
-             "not keep the view or views derived from it: the memoryview is released after "
-             "the call (BufferError, reservation aborted, if it is still exported).");
+             "not keep the view or views derived from it: if it does, BufferError is raised "
+             "and the reservation is left reserved (never reused) until this process exits.");
 
 static PyObject *q_put_into(QObject *self, PyObject *const *args, Py_ssize_t nargs,
                             PyObject *kwnames)
@@ -829,15 +829,27 @@ static PyObject *q_put_into(QObject *self, PyObject *const *args, Py_ssize_t nar
         PyObject *view = PyMemoryView_FromMemory((char *)dst, nbytes, PyBUF_WRITE);
         if (view != NULL) {
             PyObject *r = PyObject_CallOneArg(a[1], view);
-            PyObject *rel = PyObject_CallMethod(view, "release", NULL);
-            if (r != NULL && rel != NULL)
-                ok = 1;
-            else if (r != NULL && PyErr_ExceptionMatches(PyExc_BufferError)) {
-                PyErr_Clear();
+            /* Views derived from `view` (slices, casts) register with its
+             * managed buffer, not as exports of `view`: count both. */
+            PyMemoryViewObject *mv = (PyMemoryViewObject *)view;
+            int kept = mv->exports > 0 || mv->mbuf->exports > 1;
+            if (kept) {
+                /* Memory safety first: the kept views may still write, so the
+                 * reservation is neither committed nor freed (it stays WRITING,
+                 * and is recovered as abandoned when this process exits) and the
+                 * mapping is never released by this handle. */
+                Py_XDECREF(r);
+                Py_DECREF(view);
                 PyErr_SetString(PyExc_BufferError,
-                                "_put_into: the writer kept a view of the reservation");
+                                "_put_into: the writer kept a view of the reservation; "
+                                "it stays reserved until this process exits");
+                return NULL; /* self->live stays raised: the mapping stays */
             }
-            Py_XDECREF(rel);
+            if (r != NULL) {
+                PyObject *rel = PyObject_CallMethod(view, "release", NULL);
+                ok = rel != NULL;
+                Py_XDECREF(rel);
+            }
             Py_XDECREF(r);
             Py_DECREF(view);
         }
