@@ -16,11 +16,11 @@ from ._codec import PickleCodec as PickleCodec
 from ._codec import get_codec as get_codec
 from ._deadlock import get_deadlock_detection as get_deadlock_detection
 from ._deadlock import set_deadlock_detection as set_deadlock_detection
-from ._sync import Barrier as Barrier
 from ._queue import JoinableQueue as JoinableQueue
 from ._queue import Queue as Queue
 from ._queue import QueueClosed as QueueClosed
 from ._queue import SimpleQueue as SimpleQueue
+from ._sync import Barrier as Barrier
 from ._sync import BoundedSemaphore as BoundedSemaphore
 from ._sync import Condition as Condition
 from ._sync import Event as Event

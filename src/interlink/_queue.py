@@ -16,10 +16,10 @@ import stat
 import struct
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 from . import _native
-from ._codec import _TRAILER, _RAW_MASK, TRAILER_SIZE, Codec, get_codec, pickle_allowed
+from ._codec import _RAW_MASK, _TRAILER, TRAILER_SIZE, Codec, get_codec, pickle_allowed
 from ._segment import Segment
 from .errors import AccessDenied, Closed, Full, Incompatible, InterlinkError
 
@@ -49,8 +49,6 @@ class QueueClosed(Closed, ValueError):
     Both :class:`~interlink.Closed` and ``ValueError`` (what
     ``multiprocessing.Queue`` raises after ``close()``).
     """
-
-
 
 
 def _timeout_left(deadline: float | None) -> float | None:
@@ -234,9 +232,7 @@ class Queue:
         finally:
             data.release()
 
-    def _put_record(
-        self, obj: Any, block: bool, timeout: float | None, priority: int
-    ) -> None:
+    def _put_record(self, obj: Any, block: bool, timeout: float | None, priority: int) -> None:
         record = self._codec.encode(obj)
         if type(record) is bytes:
             self._core.put(record, block, timeout, priority)
@@ -291,7 +287,9 @@ class Queue:
                 j += 1
             try:
                 if j > i:
-                    k = core.put_many(records[i:j], block, _timeout_left(deadline), priority)
+                    k = core.put_many(
+                        cast("list[bytes]", records[i:j]), block, _timeout_left(deadline), priority
+                    )
                     done += k
                     if k < j - i:
                         return done

@@ -85,9 +85,7 @@ def _many_to_many(nprod: int, ncons: int, count: int) -> None:
     q = il.Queue(maxsize=4096)
     ready = il.Queue()
     results = il.Queue()
-    prods = [
-        _SPAWN.Process(target=_producer, args=(q, k, count, ready)) for k in range(nprod)
-    ]
+    prods = [_SPAWN.Process(target=_producer, args=(q, k, count, ready)) for k in range(nprod)]
     cons = [_SPAWN.Process(target=_consumer, args=(q, c, results)) for c in range(ncons)]
     try:
         for p in prods + cons:

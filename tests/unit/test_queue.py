@@ -261,3 +261,17 @@ def test_writer_that_keeps_a_view_is_refused() -> None:
         with pytest.raises(ZeroDivisionError):
             q._core._put_into(8192, lambda mv: 1 / 0)
         assert q.stats()["writing"] == 1 and q.empty()
+
+
+def test_ls_shows_kind_qsize_and_maxsize() -> None:
+    from interlink._segment import list_objects
+
+    with il.Queue(maxsize=5) as q:
+        q.put(1)
+        q.put(2)
+        info = next(i for i in list_objects() if i.name == q.name)
+        assert info.kind == "queue"
+        assert info.detail == "qsize 2, maxsize 5"
+    with il.Queue() as q:
+        info = next(i for i in list_objects() if i.name == q.name)
+        assert info.detail == "qsize 0, maxsize unbounded"

@@ -1557,7 +1557,29 @@ static PyObject *mod_queue_format(PyObject *Py_UNUSED(m), PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* For `interlink ls`: the ready count of a queue segment mapped read-only
+ * (il_q_attach and il_q_qsize only read).  None if it does not validate. */
+static PyObject *mod_queue_snapshot(PyObject *Py_UNUSED(m), PyObject *obj)
+{
+    Py_buffer v;
+    if (PyObject_GetBuffer(obj, &v, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *result = NULL;
+    il_qh h;
+    if ((size_t)v.len > IL_SEG_HEADER_SIZE &&
+        il_q_attach(&h, (char *)v.buf + IL_SEG_HEADER_SIZE,
+                    (uint64_t)v.len - IL_SEG_HEADER_SIZE) == IL_OK)
+        result = PyLong_FromUnsignedLong(il_q_qsize(&h));
+    PyBuffer_Release(&v);
+    if (result == NULL && !PyErr_Occurred())
+        Py_RETURN_NONE;
+    return result;
+}
+
 static PyMethodDef queue_module_methods[] = {
+    {"queue_snapshot", mod_queue_snapshot, METH_O,
+     "queue_snapshot(buffer): the ready count of a queue segment (read-only is fine), "
+     "or None if it does not validate."},
     {"queue_segment_size", mod_queue_segment_size, METH_VARARGS,
      "queue_segment_size(nentries, arena_bytes): bytes of a queue segment (header page "
      "included, rounded to pages)."},
