@@ -21,7 +21,7 @@ from typing import Any, Final, TypeVar, cast
 from . import _native
 from ._codec import _RAW_MASK, _TRAILER, TRAILER_SIZE, Codec, get_codec, pickle_allowed
 from ._segment import Segment
-from .errors import AccessDenied, Closed, Full, Incompatible, InterlinkError
+from .errors import AccessDenied, Closed, Empty, Full, Incompatible, InterlinkError
 
 __all__ = ["JoinableQueue", "Queue", "QueueClosed", "SimpleQueue"]
 
@@ -337,15 +337,24 @@ class Queue:
         if max_items <= 0:
             raise ValueError(f"max_items must be positive, not {max_items}")
         out: list[Any] = []
-        raw = self._core.get_many(max_items, block, timeout)
-        try:
-            while raw:
-                out.append(self._decode(raw.pop(0)))
-        finally:
-            for m in raw:  # after an error: do not hold the rest
-                if isinstance(m, _native.QueueMessage):
-                    m.release()
-        return out
+        step = _native.QUEUE_MANY_MAX
+        raw = self._core.get_many(min(max_items, step), block, timeout)
+        while True:
+            raw.reverse()
+            try:
+                while raw:
+                    out.append(self._decode(raw.pop()))
+            finally:
+                for m in raw:  # after an error: do not hold the rest
+                    if isinstance(m, _native.QueueMessage):
+                        m.release()
+            left = max_items - len(out)
+            if left <= 0:
+                return out
+            try:
+                raw = self._core.get_many(min(left, step), False)
+            except Empty:
+                return out
 
     def qsize(self) -> int:
         """Objects ready to be taken now (a snapshot)."""

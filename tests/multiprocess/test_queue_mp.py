@@ -272,3 +272,29 @@ def test_pickle_from_another_user_is_refused(spawn: Spawn, name: str) -> None:
         assert q.get(timeout=5) == b"raw bytes"  # raw records run no code
         with il.Queue(name, trusted=True) as trusting:
             assert trusting.get(timeout=5) == {"from": "nobody", "again": True}
+
+
+def _fork_putter(q: il.Queue, k: int) -> None:
+    q.put_many([(k, i) for i in range(1000)], timeout=60)
+    q.close()
+
+
+def test_fork_children_use_the_inherited_handle() -> None:
+    ctx = multiprocessing.get_context("fork")
+    q = il.Queue()
+    ps = [ctx.Process(target=_fork_putter, args=(q, k)) for k in range(2)]
+    try:
+        for p in ps:
+            p.start()
+        for p in ps:
+            p.join(60)
+            assert p.exitcode == 0
+        got = q.get_many(10_000, timeout=5)
+        assert sorted(got) == sorted((k, i) for k in range(2) for i in range(1000))
+        assert [u.pid for u in q._segment.users() if u.alive] == [os.getpid()]
+    finally:
+        for p in ps:
+            if p.is_alive():
+                p.kill()
+            p.join(10)
+        q.close()

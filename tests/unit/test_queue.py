@@ -111,6 +111,11 @@ def test_put_many_get_many(q: il.Queue) -> None:
         q.get_many(5, block=False)
     with pytest.raises(ValueError):
         q.get_many(0)
+    q.put_many(range(1000))  # more than the core takes per call (256)
+    assert q.get_many(10_000) == list(range(1000))
+    q.put_many(range(600))
+    assert q.get_many(300) == list(range(300))
+    assert q.qsize() == 300
 
 
 def test_put_many_partial_when_full() -> None:
