@@ -151,7 +151,7 @@ class Queue:
                 )
             st = os.fstat(self._segment.fd)
             self._pickle_ok = not self._codec.runs_code or pickle_allowed(
-                st.st_uid, stat.S_IMODE(st.st_mode), bool(trusted)
+                st.st_uid, stat.S_IMODE(st.st_mode), bool(trusted) or self._codec.trusted
             )
         except BaseException:
             self._close_handle()

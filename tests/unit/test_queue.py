@@ -280,3 +280,15 @@ def test_ls_shows_kind_qsize_and_maxsize() -> None:
     with il.Queue() as q:
         info = next(i for i in list_objects() if i.name == q.name)
         assert info.detail == "qsize 0, maxsize unbounded"
+
+
+def test_trusted_codec_instance_counts_as_trusted() -> None:
+    with il.Queue(mode=0o666) as untrusting:  # writable by others: pickles refused
+        untrusting.put({"a": 1})
+        untrusting.put(b"raw")
+        with pytest.raises(il.AccessDenied):
+            untrusting.get(timeout=5)
+        assert untrusting.get(timeout=5) == b"raw"
+        untrusting.put({"b": 2})
+        with il.Queue(untrusting.name, codec=il.PickleCodec(trusted=True)) as trusting:
+            assert trusting.get(timeout=5) == {"b": 2}
