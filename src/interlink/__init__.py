@@ -16,6 +16,7 @@ from ._codec import PickleCodec as PickleCodec
 from ._codec import get_codec as get_codec
 from ._deadlock import get_deadlock_detection as get_deadlock_detection
 from ._deadlock import set_deadlock_detection as set_deadlock_detection
+from ._queue import DurableMessage as DurableMessage
 from ._queue import JoinableQueue as JoinableQueue
 from ._queue import Queue as Queue
 from ._queue import QueueClosed as QueueClosed
@@ -63,6 +64,7 @@ __all__ = [
     "Condition",
     "Corrupt",
     "DeadlockError",
+    "DurableMessage",
     "Empty",
     "EncodeError",
     "Encoded",

@@ -11,19 +11,34 @@ docs/design/queue.md records the decisions and the differences from
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import mmap
 import os
+import secrets
 import stat
 import struct
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import astuple
+from pathlib import Path
 from typing import Any, Final, TypeVar, cast
 
 from . import _native
 from ._codec import _RAW_MASK, _TRAILER, TRAILER_SIZE, Codec, get_codec, pickle_allowed
-from ._segment import Segment
-from .errors import AccessDenied, Closed, Empty, Full, Incompatible, InterlinkError
+from ._segment import _HEADER, Segment, _check_header, _Header, _read_header
+from .errors import (
+    AccessDenied,
+    AlreadyExists,
+    Closed,
+    Corrupt,
+    Empty,
+    Full,
+    Incompatible,
+    InterlinkError,
+    NotFound,
+)
 
-__all__ = ["JoinableQueue", "Queue", "QueueClosed", "SimpleQueue"]
+__all__ = ["DurableMessage", "JoinableQueue", "Queue", "QueueClosed", "SimpleQueue"]
 
 #: Layout version of a queue segment (header page + queueword.h area).
 LAYOUT_VERSION: Final = 1
@@ -55,6 +70,164 @@ def _timeout_left(deadline: float | None) -> float | None:
     if deadline is None:
         return None
     return max(0.0, deadline - time.monotonic())
+
+
+_SYNC_POLICIES: Final = ("os", "always")
+
+
+class _DurableFile:
+    """A durable queue's file mapping: what ``Segment`` is for /dev/shm objects.
+
+    The file is never removed by ``close`` (that is the point); creation,
+    formatting and the boot check run under an exclusive ``flock``.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        create: bool | None,
+        mode: int,
+        size: int,
+        format: Callable[[mmap.mmap, int], None],
+        attach: Callable[[mmap.mmap], None],
+        after_attach: Callable[[], None],
+        name: str | None = None,
+    ) -> None:
+        flags = os.O_RDWR | os.O_CLOEXEC
+        if create is not False:
+            flags |= os.O_CREAT
+        if create is True:
+            flags |= os.O_EXCL
+        try:
+            fd = os.open(path, flags, mode)
+        except FileExistsError:
+            raise AlreadyExists(f"durable queue file {str(path)!r} already exists") from None
+        except FileNotFoundError:
+            raise NotFound(f"no durable queue file {str(path)!r}") from None
+        except PermissionError as exc:
+            raise AccessDenied(f"cannot open {str(path)!r}: {exc.strerror}") from None
+        mm: mmap.mmap | None = None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            st = os.fstat(fd)
+            if 0 < st.st_size and st.st_size >= _native.SEG_HEADER_SIZE:
+                with mmap.mmap(fd, _native.SEG_HEADER_SIZE, mmap.MAP_SHARED) as hm:
+                    unpublished = _native.seg_magic(hm) == 0
+                if unpublished:
+                    # Its creator died formatting it (it held this lock
+                    # meanwhile): nothing was ever put; format it again.
+                    os.ftruncate(fd, 0)
+                    st = os.fstat(fd)
+            if st.st_size == 0:  # new (or its creator died before formatting it)
+                os.fchmod(fd, mode)
+                os.ftruncate(fd, size)
+                mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+                key = int.from_bytes(secrets.token_bytes(8), "little") | 1
+                header = _Header(
+                    magic=0,
+                    layout=LAYOUT_VERSION,
+                    kind=_native.KIND_QUEUE,
+                    uid=os.geteuid(),
+                    pid=os.getpid(),
+                    mode=mode,
+                    nslots=_native.SEG_SLOTS,
+                    total_size=size,
+                    created_ns=time.time_ns(),
+                    key=key,
+                    kind_size=size - _native.SEG_HEADER_SIZE,
+                )
+                _HEADER.pack_into(mm, 0, *astuple(header))
+                format(mm, key)
+                mm.flush()
+                _native.seg_publish(mm)
+                mm.flush()
+            else:
+                if st.st_size < _native.SEG_HEADER_SIZE:
+                    raise Corrupt(f"durable queue file {str(path)!r} is truncated")
+                mm = mmap.mmap(fd, st.st_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+                header = _read_header(mm)
+                _check_header(str(path), header, st.st_size, _native.KIND_QUEUE, LAYOUT_VERSION)
+            attach(mm)
+            after_attach()  # the boot check, still under the exclusive lock
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except BaseException:
+            if mm is not None:
+                with contextlib.suppress(BufferError):
+                    mm.close()
+            os.close(fd)
+            raise
+        self.path = path
+        self.name = name if name is not None else str(path)
+        self.fd = fd
+        self.mm = mm
+        self.mode: int = header.mode
+        self.closed = False
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(BufferError):  # views may still point into it
+            self.mm.close()
+        os.close(self.fd)
+
+    def unlink(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+class DurableMessage:
+    """A message taken from a durable queue by ``get_message``: ``value`` is the
+    decoded object; ``ack()`` removes it for good, ``nack()`` puts it back at
+    its place.  Dropped without either (or its process killed): it goes back
+    (redelivered, ``deliveries`` + 1).  As a context manager: ack on success,
+    nack on an exception."""
+
+    __slots__ = ("_msg", "_queue", "value")
+
+    def __init__(self, queue: Queue, msg: _native.QueueMessage, value: Any) -> None:
+        self._queue = queue
+        self._msg = msg
+        self.value = value
+
+    @property
+    def deliveries(self) -> int:
+        """How many times this message was taken (> 1: redelivered)."""
+        return self._msg.deliveries
+
+    @property
+    def priority(self) -> int:
+        """The priority it was put with."""
+        return self._msg.priority
+
+    @property
+    def done(self) -> bool:
+        """Whether ack() or nack() was called."""
+        return self._msg.released
+
+    def ack(self) -> None:
+        """Remove the message for good (synced to disk under ``sync="always"``)."""
+        self._msg.ack()
+        self._queue._synced()
+
+    def nack(self) -> None:
+        """Give the message back, at its place in the queue."""
+        self._msg.nack()
+        self._queue._synced()
+
+    def __enter__(self) -> DurableMessage:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if not self._msg.released:
+            if exc_type is None:
+                self.ack()
+            else:
+                self.nack()
+
+    def __repr__(self) -> str:
+        return f"<interlink.DurableMessage {self.value!r} deliveries={self.deliveries}>"
 
 
 class Queue:
@@ -101,7 +274,19 @@ class Queue:
         mode: int = 0o600,
         capacity: int = DEFAULT_CAPACITY,
         max_messages: int | None = None,
+        durable: bool = False,
+        path: str | os.PathLike[str] | None = None,
+        sync: str = "os",
     ) -> None:
+        if durable:
+            if path is None:
+                raise ValueError("a durable queue needs path= (the file that keeps it)")
+            if sync not in _SYNC_POLICIES:
+                raise ValueError(f"sync must be one of {_SYNC_POLICIES}, not {sync!r}")
+        elif path is not None:
+            raise ValueError("path= is for durable queues (durable=True)")
+        self._durable = bool(durable)
+        self._sync_always = durable and sync == "always"
         if maxsize < 0:
             maxsize = 0  # multiprocessing: <= 0 means unbounded
         if capacity <= 0:
@@ -125,19 +310,33 @@ class Queue:
             _DESC.pack_into(
                 mm, _native.SEG_QUEUE_DESC, _DESC_MAGIC, codec_id, maxsize, codec_name.encode()
             )
-            _native.queue_format(mm, max_messages, capacity, maxsize, False)
+            _native.queue_format(mm, max_messages, capacity, maxsize, durable)
 
-        self._segment = Segment.open(
-            name,
-            _native.KIND_QUEUE,
-            size=size,
-            layout=LAYOUT_VERSION,
-            create=create,
-            mode=mode,
-            kind_size=size - _native.SEG_HEADER_SIZE,
-            format=fmt,
-            attach=core._bind,
-        )
+        self._segment: Segment | _DurableFile
+        if durable:
+            assert path is not None
+            self._segment = _DurableFile(
+                Path(path),
+                create=create,
+                mode=mode,
+                size=size,
+                format=fmt,
+                attach=core._bind,
+                after_attach=self._boot_check,
+                name=name,
+            )
+        else:
+            self._segment = Segment.open(
+                name,
+                _native.KIND_QUEUE,
+                size=size,
+                layout=LAYOUT_VERSION,
+                create=create,
+                mode=mode,
+                kind_size=size - _native.SEG_HEADER_SIZE,
+                format=fmt,
+                attach=core._bind,
+            )
         try:
             magic, got_id, self._maxsize, got_name = _DESC.unpack_from(
                 self._segment.mm, _native.SEG_QUEUE_DESC
@@ -188,6 +387,21 @@ class Queue:
         """Whether ``close()`` was called on this handle."""
         return self._closed
 
+    @property
+    def durable(self) -> bool:
+        """Whether the queue lives in a file and redelivers unacknowledged messages."""
+        return self._durable
+
+    def _boot_check(self) -> None:
+        # Under the file's exclusive flock: the first opener after a machine
+        # restart resets what the previous boot's processes left behind.
+        if not self._core._same_boot():
+            self._core._reboot_recover()
+
+    def _synced(self) -> None:
+        if self._sync_always and not self._segment.closed:
+            self._segment.mm.flush()  # msync(MS_SYNC): only dirty pages are written
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<interlink.{type(self).__name__} {self.name!r} {state}>"
@@ -195,6 +409,18 @@ class Queue:
     def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         # The receiver opens the queue by name: the sender keeps its handle
         # open until then.
+        if isinstance(self._segment, _DurableFile):
+            return (
+                _reopen_durable,
+                (
+                    type(self),
+                    self._segment.name,
+                    str(self._segment.path),
+                    self._codec,
+                    self._trusted,
+                    self._sync_always,
+                ),
+            )
         return (_reopen, (type(self), self.name, self._codec, self._trusted))
 
     # ------------------------------------------------------------ codec
@@ -253,6 +479,8 @@ class Queue:
         """
         self._check_open()
         self._put_record(obj, block, timeout, priority)
+        if self._sync_always:
+            self._synced()
 
     def put_nowait(self, obj: Any, *, priority: int = 0) -> None:
         """``put(obj, False)``."""
@@ -309,6 +537,8 @@ class Queue:
                 if done and isinstance(exc, Full):
                     return done
                 raise
+        if self._sync_always:
+            self._synced()
         return done
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
@@ -320,7 +550,31 @@ class Queue:
         ``QueueClosed`` after ``close()``.
         """
         self._check_open()
-        return self._decode(self._core.get(block, timeout))
+        value = self._decode(self._core.get(block, timeout))
+        if self._sync_always:
+            self._synced()
+        return value
+
+    def get_message(self, block: bool = True, timeout: float | None = None) -> DurableMessage:
+        """Take the next object of a durable queue without removing it for good.
+
+        Returns a :class:`DurableMessage`: its ``value`` (decoded as a copy),
+        ``ack()`` / ``nack()``.  A message neither acked nor nacked when its
+        process dies (or the machine restarts) is delivered again.  Waits and
+        raises like ``get``; ``ValueError`` on a non-durable queue.
+        """
+        self._check_open()
+        if not self._durable:
+            raise ValueError("get_message() is for durable queues (durable=True)")
+        msg = self._core.get_message(block, timeout)
+        try:
+            if not self._pickle_ok:
+                self._refuse_pickle(msg)
+            value = self._codec.decode(msg, copy=True)
+        except BaseException:
+            msg.nack()  # not consumed: back at its place
+            raise
+        return DurableMessage(self, msg, value)
 
     def get_nowait(self) -> Any:
         """``get(False)``."""
@@ -462,5 +716,19 @@ def _reopen(cls: type[_Q], name: str, codec: Codec, trusted: bool) -> _Q:
     return cls(name, create=False, codec=codec, trusted=trusted)
 
 
-for _cls in (Queue, JoinableQueue, SimpleQueue, QueueClosed):
+def _reopen_durable(
+    cls: type[_Q], name: str, path: str, codec: Codec, trusted: bool, sync_always: bool
+) -> _Q:
+    return cls(
+        name,
+        create=False,
+        codec=codec,
+        trusted=trusted,
+        durable=True,
+        path=path,
+        sync="always" if sync_always else "os",
+    )
+
+
+for _cls in (Queue, JoinableQueue, SimpleQueue, QueueClosed, DurableMessage):
     _cls.__module__ = "interlink"  # tracebacks and reprs name the public path

@@ -129,4 +129,12 @@ def queues() -> object:
         q.put(1)
     except il.QueueClosed as exc:
         assert isinstance(exc, ValueError) and isinstance(exc, il.Closed)
-    return (n, item, items, size, flags, done, named.name, named.mode, named.codec)
+    dq = il.JoinableQueue(durable=True, path="/tmp/q", sync="always", max_messages=16)
+    msg: il.DurableMessage = dq.get_message(timeout=1.0)
+    with msg:
+        seen: object = msg.value
+        tries: int = msg.deliveries + msg.priority
+    msg.ack() if not msg.done else None
+    dq.get_message(block=False).nack()
+    dq.close()
+    return (n, item, items, size, flags, done, named.name, named.mode, named.codec, seen, tries)

@@ -54,7 +54,7 @@ def test_codec_types_are_public_names() -> None:
 def test_queue_types_are_public_names() -> None:
     import queue
 
-    for cls in (il.Queue, il.JoinableQueue, il.SimpleQueue, il.QueueClosed):
+    for cls in (il.Queue, il.JoinableQueue, il.SimpleQueue, il.QueueClosed, il.DurableMessage):
         assert cls.__module__ == "interlink", cls
         assert getattr(il, cls.__name__) is cls
     assert issubclass(il.JoinableQueue, il.Queue)
