@@ -111,7 +111,7 @@ class _DurableFile:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             st = os.fstat(fd)
-            if 0 < st.st_size and st.st_size >= _native.SEG_HEADER_SIZE:
+            if st.st_size >= _native.SEG_HEADER_SIZE:
                 with mmap.mmap(fd, _native.SEG_HEADER_SIZE, mmap.MAP_SHARED) as hm:
                     unpublished = _native.seg_magic(hm) == 0
                 if unpublished:
