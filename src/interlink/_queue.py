@@ -259,6 +259,14 @@ class Queue:
     this user and writable by nobody else, or ``trusted=True``; otherwise
     ``get`` raises ``AccessDenied`` for a pickled record (the message is
     consumed).
+
+    ``durable=True`` keeps the queue in the file ``path`` (``name`` is then
+    only a label): it survives every process and a machine restart,
+    ``get_message()`` returns a :class:`DurableMessage` to ``ack()`` or
+    ``nack()``, and a consumer's unacknowledged messages are delivered again
+    when it dies.  ``sync="always"`` flushes the mapping to disk (msync) after
+    every put, ack and nack; ``"os"`` leaves write-back to the page cache
+    (safe against process crashes, not power loss).
     """
 
     _kind_name = "queue"
@@ -278,11 +286,11 @@ class Queue:
         path: str | os.PathLike[str] | None = None,
         sync: str = "os",
     ) -> None:
+        if sync not in _SYNC_POLICIES:
+            raise ValueError(f"sync must be one of {_SYNC_POLICIES}, not {sync!r}")
         if durable:
             if path is None:
                 raise ValueError("a durable queue needs path= (the file that keeps it)")
-            if sync not in _SYNC_POLICIES:
-                raise ValueError(f"sync must be one of {_SYNC_POLICIES}, not {sync!r}")
         elif path is not None:
             raise ValueError("path= is for durable queues (durable=True)")
         self._durable = bool(durable)
