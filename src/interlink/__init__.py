@@ -16,6 +16,11 @@ from ._codec import PickleCodec as PickleCodec
 from ._codec import get_codec as get_codec
 from ._deadlock import get_deadlock_detection as get_deadlock_detection
 from ._deadlock import set_deadlock_detection as set_deadlock_detection
+from ._queue import DurableMessage as DurableMessage
+from ._queue import JoinableQueue as JoinableQueue
+from ._queue import Queue as Queue
+from ._queue import QueueClosed as QueueClosed
+from ._queue import SimpleQueue as SimpleQueue
 from ._sync import Barrier as Barrier
 from ._sync import BoundedSemaphore as BoundedSemaphore
 from ._sync import Condition as Condition
@@ -59,6 +64,7 @@ __all__ = [
     "Condition",
     "Corrupt",
     "DeadlockError",
+    "DurableMessage",
     "Empty",
     "EncodeError",
     "Encoded",
@@ -66,6 +72,7 @@ __all__ = [
     "Full",
     "Incompatible",
     "InterlinkError",
+    "JoinableQueue",
     "JsonCodec",
     "Loan",
     "Lock",
@@ -76,11 +83,14 @@ __all__ = [
     "NotFound",
     "OwnerDied",
     "PickleCodec",
+    "Queue",
+    "QueueClosed",
     "RLock",
     "RWLock",
     "RWLockStatistics",
     "Semaphore",
     "SemaphoreStatistics",
+    "SimpleQueue",
     "Timeout",
     "get_codec",
     "get_deadlock_detection",

@@ -1,6 +1,6 @@
 """Type stubs for the compiled core (interlink._native)."""
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from typing_extensions import Buffer
@@ -18,6 +18,8 @@ KIND_EVENT: int
 KIND_CONDITION: int
 KIND_BARRIER: int
 KIND_RWLOCK: int
+KIND_QUEUE: int
+SEG_QUEUE_DESC: int
 RWLOCK_SEGMENT_SIZE: int
 EVENT_SEGMENT_SIZE: int
 COND_SEGMENT_SIZE: int
@@ -76,6 +78,7 @@ def rwlock_snapshot(
     | None
 ): ...
 def queue_segment_size(nentries: int, arena_bytes: int, /) -> int: ...
+def queue_snapshot(buffer: Buffer, /) -> int | None: ...
 def queue_format(
     buffer: Buffer, nentries: int, arena_bytes: int, maxsize: int, durable: bool, /
 ) -> None: ...
@@ -293,6 +296,15 @@ class QueueCore:
         priority: int = 0,
         tag: int = 0,
     ) -> int: ...
+    def _put_into(
+        self,
+        nbytes: int,
+        writer: Callable[[memoryview], object],
+        block: bool = True,
+        timeout: float | None = None,
+        priority: int = 0,
+        tag: int = 0,
+    ) -> None: ...
     def get(self, block: bool = True, timeout: float | None = None) -> bytes | QueueMessage: ...
     def get_message(self, block: bool = True, timeout: float | None = None) -> QueueMessage: ...
     def get_many(

@@ -63,6 +63,7 @@ KIND_NAMES: dict[int, str] = {
     _native.KIND_CONDITION: "condition",
     _native.KIND_BARRIER: "barrier",
     _native.KIND_RWLOCK: "rwlock",
+    _native.KIND_QUEUE: "queue",
 }
 
 # magic, layout, kind, creator uid, creator pid, mode, nslots, total size,
@@ -602,9 +603,12 @@ def _with_rwlock_state(info: ObjectInfo, fd: int) -> ObjectInfo:
 
 
 def _with_sync_state(info: ObjectInfo, fd: int, kind: int, page: bytearray) -> ObjectInfo:
-    """Add holder pids and the waiter count of a lock, rlock, rwlock or semaphore (a snapshot)."""
+    """Add holder pids and the waiter count of a lock, rlock, rwlock or semaphore,
+    the qsize and maxsize of a queue (a snapshot)."""
     if kind == _native.KIND_RWLOCK:
         return _with_rwlock_state(info, fd)
+    if kind == _native.KIND_QUEUE:
+        return _with_queue_state(info, fd, page)
     is_lock = kind in (_native.KIND_LOCK, _native.KIND_RLOCK)
     if is_lock:
         size = _native.LOCK_SEGMENT_SIZE
@@ -638,6 +642,20 @@ def _with_sync_state(info: ObjectInfo, fd: int, kind: int, page: bytearray) -> O
     # them: count the live slots' only.
     sleepers = sum(n for slot, n in enumerate(slp) if slot in live)
     return replace(info, holders=sem_holders, waiters=sleepers)
+
+
+def _with_queue_state(info: ObjectInfo, fd: int, page: bytearray) -> ObjectInfo:
+    """Add "qsize N, maxsize M" (a snapshot) to a queue's detail."""
+    # maxsize as given (0: unbounded) is in the queue's descriptor (_queue.py)
+    (maxsize,) = struct.unpack_from("<Q", page, _native.SEG_QUEUE_DESC + 16)
+    try:
+        with mmap.mmap(fd, info.size, mmap.MAP_SHARED, mmap.PROT_READ) as mm:
+            qsize = _native.queue_snapshot(mm)
+    except (OSError, ValueError):
+        return info
+    if qsize is None:
+        return replace(info, detail="queue area not valid")
+    return replace(info, detail=f"qsize {qsize}, maxsize {maxsize or 'unbounded'}")
 
 
 def _users_of_snapshot(page: bytearray) -> Iterator[UserInfo]:

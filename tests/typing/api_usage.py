@@ -95,3 +95,46 @@ def codecs(ch: il.Channel) -> object:
     except il.EncodeError as exc:
         assert isinstance(exc, TypeError)
     return (named, value, view, other, codec.name, codec.trusted, il.PickleCodec.runs_code)
+
+
+def queues() -> object:
+    import queue as std_queue
+
+    q = il.Queue(None, 10, codec="pickle", trusted=False, mode=0o600, capacity=1 << 20)
+    q.put({"k": 1}, True, 1.0, priority=3)
+    q.put_nowait(2, priority=-1)
+    n: int = q.put_many([3, 4], timeout=0.5)
+    try:
+        item: object = q.get(True, 0.1)
+        items: list[object] = q.get_many(8, block=False)
+        q.get_nowait()
+    except std_queue.Empty:
+        item, items = None, []
+    size: int = q.qsize() + q.maxsize + q.capacity
+    flags: tuple[bool, bool, bool] = (q.empty(), q.full(), q.closed)
+    named = il.Queue("jobs", create=None, codec=il.JsonCodec(), max_messages=64)
+    jq = il.JoinableQueue(maxsize=4)
+    jq.put(1)
+    jq.get()
+    jq.task_done()
+    done: bool = jq.join(timeout=1.0)
+    sq = il.SimpleQueue()
+    sq.put("x")
+    sq.get()
+    for h in (q, named, jq, sq):
+        h.close()
+        h.join_thread()
+        h.cancel_join_thread()
+    try:
+        q.put(1)
+    except il.QueueClosed as exc:
+        assert isinstance(exc, ValueError) and isinstance(exc, il.Closed)
+    dq = il.JoinableQueue(durable=True, path="/tmp/q", sync="always", max_messages=16)
+    msg: il.DurableMessage = dq.get_message(timeout=1.0)
+    with msg:
+        seen: object = msg.value
+        tries: int = msg.deliveries + msg.priority
+    msg.ack() if not msg.done else None
+    dq.get_message(block=False).nack()
+    dq.close()
+    return (n, item, items, size, flags, done, named.name, named.mode, named.codec, seen, tries)

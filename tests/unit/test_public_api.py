@@ -49,3 +49,19 @@ def test_codec_types_are_public_names() -> None:
         assert cls.__module__ == "interlink", cls
         assert getattr(il, cls.__name__) is cls
     assert isinstance(il.get_codec("pickle"), il.Codec)
+
+
+def test_queue_types_are_public_names() -> None:
+    import queue
+
+    for cls in (il.Queue, il.JoinableQueue, il.SimpleQueue, il.QueueClosed, il.DurableMessage):
+        assert cls.__module__ == "interlink", cls
+        assert getattr(il, cls.__name__) is cls
+    assert issubclass(il.JoinableQueue, il.Queue)
+    assert issubclass(il.QueueClosed, il.Closed) and issubclass(il.QueueClosed, ValueError)
+    q = il.Queue()
+    try:
+        with __import__("pytest").raises(queue.Empty):
+            q.get_nowait()
+    finally:
+        q.close()

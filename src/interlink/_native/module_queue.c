@@ -783,6 +783,102 @@ static PyObject *q_put(QObject *self, PyObject *const *args, Py_ssize_t nargs,
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(q_put_into_doc,
+             "_put_into($self, nbytes, writer, block=True, timeout=None, priority=0, tag=0)\n--\n\n"
+             "Reserve `nbytes` of the arena (waiting like put), call `writer(view)` with a "
+             "writable memoryview of exactly that space, then commit it: the message is "
+             "written once, straight into shared memory (no intermediate copy).  If `writer` "
+             "raises, the reservation is aborted and the exception propagates.  `writer` must "
+             "not keep the view or views derived from it: if it does, BufferError is raised "
+             "and the reservation is left reserved (never reused) until this process exits.");
+
+static PyObject *q_put_into(QObject *self, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames)
+{
+    static const char *const names[] = {"nbytes", "writer", "block", "timeout",
+                                        "priority", "tag", NULL};
+    PyObject *a[6];
+    if (fast_args("_put_into", args, nargs, kwnames, names, 2, a) < 0)
+        return NULL;
+    int64_t timeout_ns;
+    int32_t prio;
+    uint32_t tag;
+    Py_ssize_t nbytes = PyLong_AsSsize_t(a[0]);
+    if (nbytes == -1 && PyErr_Occurred())
+        return NULL;
+    if (nbytes <= 0) {
+        PyErr_SetString(PyExc_ValueError, "nbytes must be positive");
+        return NULL;
+    }
+    if (parse_block_timeout(a[2], a[3], &timeout_ns) < 0 || parse_prio(a[4], &prio) < 0 ||
+        parse_tag(a[5], &tag) < 0 || q_check(self) < 0)
+        return NULL;
+    reserve_ctx c = {(uint64_t)nbytes, prio, tag, {0}};
+    int rc = q_drive(self, IL_Q_WAIT_PUT, IL_FULL, timeout_ns, attempt_reserve, &c);
+    if (rc < 0)
+        return NULL;
+    if (rc != IL_OK)
+        return q_raise(self, rc, "put");
+    void *dst = il_q_payload(&self->h, &c.m);
+    int ok = 0;
+    if (dst == NULL) {
+        PyErr_SetString(self->st->Corrupt, "the queue's shared memory failed a consistency check");
+    } else {
+        /* the mapping must outlive the call even if the handle is closed meanwhile */
+        self->live++;
+        PyObject *view = PyMemoryView_FromMemory((char *)dst, nbytes, PyBUF_WRITE);
+        if (view != NULL) {
+            PyObject *r = PyObject_CallOneArg(a[1], view);
+            /* Views derived from `view` (slices, casts) register with its
+             * managed buffer, not as exports of `view`: count both. */
+            PyMemoryViewObject *mv = (PyMemoryViewObject *)view;
+            int kept = mv->exports > 0 || mv->mbuf->exports > 1;
+            if (kept) {
+                /* Memory safety first: the kept views may still write, so the
+                 * reservation is neither committed nor freed (it stays WRITING,
+                 * and is recovered as abandoned when this process exits) and the
+                 * mapping is never released by this handle. */
+                Py_XDECREF(r);
+                Py_DECREF(view);
+                PyErr_SetString(PyExc_BufferError,
+                                "_put_into: the writer kept a view of the reservation; "
+                                "it stays reserved until this process exits");
+                return NULL; /* self->live stays raised: the mapping stays */
+            }
+            if (r != NULL) {
+                PyObject *rel = PyObject_CallMethod(view, "release", NULL);
+                ok = rel != NULL;
+                Py_XDECREF(rel);
+            }
+            Py_XDECREF(r);
+            Py_DECREF(view);
+        }
+        self->live--;
+    }
+    /* a started reservation always ends: commit or abort */
+    PyObject *et = NULL, *ev = NULL, *etb = NULL;
+    if (!ok)
+        PyErr_Fetch(&et, &ev, &etb);
+    self->busy++;
+    Py_BEGIN_ALLOW_THREADS
+    do
+        rc = ok ? il_q_commit(&self->h, self->ident, &c.m, -1)
+                : il_q_abort(&self->h, self->ident, &c.m, -1);
+    while (rc == IL_EINTR || rc == IL_BUSY);
+    Py_END_ALLOW_THREADS
+    self->busy--;
+    if (!ok) {
+        PyErr_Restore(et, ev, etb);
+        q_maybe_release(self);
+        return NULL;
+    }
+    if (q_closed_meanwhile(self))
+        return NULL;
+    if (rc != IL_OK)
+        return q_raise(self, rc, "put");
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(q_put_many_doc,
              "put_many($self, items, block=True, timeout=None, priority=0, tag=0)\n--\n\n"
              "Put every buffer of the sequence `items` in order (small ones many per mutex "
@@ -1358,6 +1454,7 @@ static PyMethodDef q_methods[] = {
                                                   "no message views it any more."},
     {"put", (PyCFunction)(void (*)(void))q_put, FASTKW, q_put_doc},
     {"put_many", (PyCFunction)(void (*)(void))q_put_many, FASTKW, q_put_many_doc},
+    {"_put_into", (PyCFunction)(void (*)(void))q_put_into, FASTKW, q_put_into_doc},
     {"get", (PyCFunction)(void (*)(void))q_get, FASTKW, q_get_doc},
     {"get_message", (PyCFunction)(void (*)(void))q_get_message, FASTKW, q_get_message_doc},
     {"get_many", (PyCFunction)(void (*)(void))q_get_many, FASTKW, q_get_many_doc},
@@ -1460,7 +1557,29 @@ static PyObject *mod_queue_format(PyObject *Py_UNUSED(m), PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* For `interlink ls`: the ready count of a queue segment mapped read-only
+ * (il_q_attach and il_q_qsize only read).  None if it does not validate. */
+static PyObject *mod_queue_snapshot(PyObject *Py_UNUSED(m), PyObject *obj)
+{
+    Py_buffer v;
+    if (PyObject_GetBuffer(obj, &v, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *result = NULL;
+    il_qh h;
+    if ((size_t)v.len > IL_SEG_HEADER_SIZE &&
+        il_q_attach(&h, (char *)v.buf + IL_SEG_HEADER_SIZE,
+                    (uint64_t)v.len - IL_SEG_HEADER_SIZE) == IL_OK)
+        result = PyLong_FromUnsignedLong(il_q_qsize(&h));
+    PyBuffer_Release(&v);
+    if (result == NULL && !PyErr_Occurred())
+        Py_RETURN_NONE;
+    return result;
+}
+
 static PyMethodDef queue_module_methods[] = {
+    {"queue_snapshot", mod_queue_snapshot, METH_O,
+     "queue_snapshot(buffer): the ready count of a queue segment (read-only is fine), "
+     "or None if it does not validate."},
     {"queue_segment_size", mod_queue_segment_size, METH_VARARGS,
      "queue_segment_size(nentries, arena_bytes): bytes of a queue segment (header page "
      "included, rounded to pages)."},
@@ -1494,7 +1613,9 @@ int il_queue_exec(PyObject *m, module_state *st)
         return -1;
     if (PyModule_AddIntConstant(m, "QUEUE_INLINE_COPY", IL_Q_INLINE_COPY) < 0 ||
         PyModule_AddIntConstant(m, "QUEUE_MAX_ENTRIES", IL_Q_MAX_ENTRIES) < 0 ||
-        PyModule_AddIntConstant(m, "QUEUE_MANY_MAX", Q_MANY_MAX) < 0)
+        PyModule_AddIntConstant(m, "QUEUE_MANY_MAX", Q_MANY_MAX) < 0 ||
+        PyModule_AddIntConstant(m, "KIND_QUEUE", IL_KIND_QUEUE) < 0 ||
+        PyModule_AddIntConstant(m, "SEG_QUEUE_DESC", IL_SEG_QUEUE_DESC) < 0)
         return -1;
     return 0;
 }

@@ -25,6 +25,9 @@
 #define IL_SEG_HEADER_SIZE 4096u
 #define IL_SEG_SLOTS 128u
 #define IL_SEG_SLOTS_OFFSET 128u
+/* IL_KIND_QUEUE only: 64 bytes after the attach table (written by _queue.py
+ * before the magic is published, never changed afterwards). */
+#define IL_SEG_QUEUE_DESC 3072u
 
 enum il_kind {
     IL_KIND_CHANNEL = 1,
@@ -36,6 +39,8 @@ enum il_kind {
     IL_KIND_CONDITION = 7,          /* il_cond (interlink.Condition) */
     IL_KIND_BARRIER = 8,            /* il_barrier (interlink.Barrier) */
     IL_KIND_RWLOCK = 9,             /* il_rw (interlink.RWLock, rwlockword.h) */
+    IL_KIND_QUEUE = 10,             /* il_q (interlink.Queue family, queueword.h); its codec
+                                       descriptor lives at IL_SEG_QUEUE_DESC of page 0 */
 };
 
 /* Role bits kept in the top nibble of a slot's identity word. */

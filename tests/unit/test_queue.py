@@ -1,0 +1,294 @@
+"""interlink.Queue / JoinableQueue / SimpleQueue in one process: multiprocessing's
+documented behaviour, priorities, codecs, sizes, close, pickling, zero-copy."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import queue
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import interlink as il
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def q() -> Iterator[il.Queue]:
+    qu = il.Queue()
+    yield qu
+    qu.close()
+
+
+def test_fifo_objects_roundtrip(q: il.Queue) -> None:
+    objs = [1, "two", b"three", (4, [5]), {"six": 6.0}, None, bytearray(b"x" * 5000)]
+    for o in objs:
+        q.put(o)
+    assert q.qsize() == len(objs)
+    assert not q.empty()
+    assert [q.get() for _ in objs] == objs
+    assert q.empty() and q.qsize() == 0
+
+
+def test_priorities_higher_first_fifo_within(q: il.Queue) -> None:
+    for i, prio in enumerate([0, 1, 0, 5, 1, -3, 5]):
+        q.put(i, priority=prio)
+    assert [q.get() for _ in range(7)] == [3, 6, 1, 4, 0, 2, 5]
+
+
+def test_empty_raises_queue_empty_like_multiprocessing(q: il.Queue) -> None:
+    with pytest.raises(queue.Empty):
+        q.get(block=False)
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    t0 = time.monotonic()
+    with pytest.raises(il.Empty):
+        q.get(timeout=0.05)
+    assert time.monotonic() - t0 >= 0.05
+    with pytest.raises(ValueError):
+        q.get(timeout=-1)
+    # the same calls on multiprocessing's queue raise the same type
+    mq: multiprocessing.queues.Queue[int] = multiprocessing.Queue()
+    with pytest.raises(queue.Empty):
+        mq.get(block=False)
+    mq.close()
+
+
+def test_full_raises_queue_full() -> None:
+    with il.Queue(maxsize=2) as q:
+        assert q.maxsize == 2
+        q.put(1)
+        q.put(2)
+        assert q.full() and q.qsize() == 2
+        with pytest.raises(queue.Full):
+            q.put(3, block=False)
+        with pytest.raises(queue.Full):
+            q.put_nowait(3)
+        with pytest.raises(il.Full):
+            q.put(3, timeout=0.05)
+        assert q.get() == 1
+        assert not q.full()
+        q.put(3)
+        assert [q.get(), q.get()] == [2, 3]
+
+
+def test_blocked_put_resumes_when_a_get_frees_room() -> None:
+    with il.Queue(maxsize=1) as q:
+        q.put("a")
+        done = threading.Event()
+
+        def producer() -> None:
+            q.put("b", timeout=10)
+            done.set()
+
+        t = threading.Thread(target=producer)
+        t.start()
+        assert not done.wait(0.05)
+        assert q.get(timeout=5) == "a"
+        assert done.wait(10)
+        t.join(10)
+        assert q.get(timeout=5) == "b"
+
+
+def test_unbounded_maxsize_zero_and_negative() -> None:
+    for m in (0, -5):
+        with il.Queue(maxsize=m) as q:
+            assert q.maxsize == 0
+            q.put_many(range(3000))
+            assert q.qsize() == 3000 and not q.full()
+
+
+def test_put_many_get_many(q: il.Queue) -> None:
+    big = b"y" * 100_000
+    assert q.put_many([1, 2, big, 3, big, 4]) == 6
+    got = q.get_many(100)
+    assert got == [1, 2, big, 3, big, 4]
+    with pytest.raises(queue.Empty):
+        q.get_many(5, block=False)
+    with pytest.raises(ValueError):
+        q.get_many(0)
+    q.put_many(range(1000))  # more than the core takes per call (256)
+    assert q.get_many(10_000) == list(range(1000))
+    q.put_many(range(600))
+    assert q.get_many(300) == list(range(300))
+    assert q.qsize() == 300
+
+
+def test_put_many_partial_when_full() -> None:
+    with il.Queue(maxsize=3) as q:
+        assert q.put_many(range(5), block=False) == 3
+        with pytest.raises(queue.Full):
+            q.put_many([9], block=False)
+        assert q.get_many(10) == [0, 1, 2]
+
+
+def test_joinable_task_done_and_join() -> None:
+    with il.JoinableQueue() as q:
+        assert q.join(timeout=0) is True
+        q.put(1)
+        q.put(2)
+        assert q.join(timeout=0.05) is False
+        q.get()
+        q.task_done()
+        assert q.join(timeout=0.05) is False
+        q.get()
+        q.task_done()
+        assert q.join(timeout=5) is True
+        q.join()
+        with pytest.raises(ValueError, match="too many times"):
+            q.task_done()
+
+
+def test_simple_queue_api() -> None:
+    q = il.SimpleQueue()
+    assert q.empty()
+    q.put([1, 2])
+    assert not q.empty()
+    assert q.get() == [1, 2]
+    q.close()
+
+
+def test_close_then_operations_raise_closed_and_value_error() -> None:
+    q = il.Queue()
+    q.put(1)
+    with pytest.raises(ValueError):
+        q.join_thread()  # multiprocessing: only after close()
+    q.cancel_join_thread()
+    q.close()
+    q.close()  # idempotent
+    assert q.closed
+    q.join_thread()
+    for call in (lambda: q.put(2), q.get, q.qsize, q.empty, q.full, lambda: q.put_many([1])):
+        with pytest.raises(il.Closed):
+            call()
+        with pytest.raises(ValueError):
+            call()
+    # multiprocessing raises ValueError too
+    mq: multiprocessing.queues.Queue[int] = multiprocessing.Queue()
+    mq.close()
+    with pytest.raises(ValueError):
+        mq.put(1)
+
+
+def test_oversize_object_is_message_too_large() -> None:
+    with il.Queue(capacity=64 * 1024) as q:
+        with pytest.raises(il.MessageTooLarge):
+            q.put(b"z" * (128 * 1024))
+        with pytest.raises(ValueError):  # MessageTooLarge is a ValueError
+            q.put(b"z" * (128 * 1024))
+        q.put(b"ok")  # the queue is unaffected
+        assert q.get() == b"ok"
+
+
+def test_named_create_or_open_and_wrong_codec(request: pytest.FixtureRequest) -> None:
+    name = f"q-{request.node.name[:20]}-{time.monotonic_ns() % 10**9}"
+    with il.Queue(name, maxsize=7, codec="json") as a:
+        with il.Queue(name, codec="json") as b:
+            assert b.maxsize == 7  # the existing queue's settings win
+            a.put({"k": [1, 2]})
+            assert b.get(timeout=5) == {"k": [1, 2]}
+        with pytest.raises(il.Incompatible, match="json"):
+            il.Queue(name, codec="pickle")
+        with pytest.raises(il.AlreadyExists):
+            il.Queue(name, create=True, codec="json")
+    with pytest.raises(il.NotFound):
+        il.Queue(name, create=False, codec="json")
+
+
+def test_pickled_handle_reopens_by_name(q: il.Queue) -> None:
+    q.put("hello")
+    again = pickle.loads(pickle.dumps(q))
+    try:
+        assert again.name == q.name
+        assert again.get(timeout=5) == "hello"
+        again.put("back")
+        assert q.get(timeout=5) == "back"
+    finally:
+        again.close()
+    j = il.JoinableQueue()
+    j2 = pickle.loads(pickle.dumps(j))
+    assert type(j2) is il.JoinableQueue
+    j2.close()
+    j.close()
+
+
+def test_numpy_array_is_zero_copy_and_held_until_released(q: il.Queue) -> None:
+    np = pytest.importorskip("numpy")
+    a = np.arange(1 << 20, dtype=np.float64)  # 8 MiB
+    q.put(a)
+    b = q.get()
+    assert b.dtype == a.dtype and np.array_equal(a, b)
+    assert not b.flags.writeable and not b.flags.owndata  # a view of shared memory
+    assert b.ctypes.data % 64 == 0
+    st = q.stats()
+    assert st["taken"] == 1 and st["arena_used"] >= a.nbytes  # still held by the view
+    del b
+    st = q.stats()
+    assert st["taken"] == 0 and st["arena_used"] == 0
+
+
+def test_view_survives_close_of_the_handle() -> None:
+    np = pytest.importorskip("numpy")
+    q = il.Queue()
+    q.put(np.full(100_000, 7, dtype=np.int32))
+    b = q.get()
+    q.close()
+    assert int(b.sum()) == 700_000
+    del b
+
+
+def test_bytes_codec_and_encode_errors() -> None:
+    with il.Queue(codec="bytes") as q:
+        q.put(b"abc")
+        assert q.get() == b"abc"
+        with pytest.raises(il.EncodeError):
+            q.put(12)
+    with il.Queue(codec="json") as q:
+        with pytest.raises(il.EncodeError):
+            q.put(object())
+        assert q.empty()
+
+
+def test_writer_that_keeps_a_view_is_refused() -> None:
+    with il.Queue() as q:
+        kept: list[memoryview] = []
+        with pytest.raises(BufferError):
+            q._core._put_into(8192, lambda mv: kept.append(mv[:]))
+        # left reserved (memory safety): never delivered, never reused
+        assert q.stats()["writing"] == 1 and q.empty()
+        kept[0][:4] = b"safe"
+        q.put(b"still works")
+        assert q.get() == b"still works"
+        with pytest.raises(ZeroDivisionError):
+            q._core._put_into(8192, lambda mv: 1 / 0)
+        assert q.stats()["writing"] == 1 and q.empty()
+
+
+def test_ls_shows_kind_qsize_and_maxsize() -> None:
+    from interlink._segment import list_objects
+
+    with il.Queue(maxsize=5) as q:
+        q.put(1)
+        q.put(2)
+        info = next(i for i in list_objects() if i.name == q.name)
+        assert info.kind == "queue"
+        assert info.detail == "qsize 2, maxsize 5"
+    with il.Queue() as q:
+        info = next(i for i in list_objects() if i.name == q.name)
+        assert info.detail == "qsize 0, maxsize unbounded"
+
+
+def test_trusted_codec_instance_counts_as_trusted() -> None:
+    with il.Queue(mode=0o666) as untrusting:  # writable by others: pickles refused
+        untrusting.put({"a": 1})
+        untrusting.put(b"raw")
+        with pytest.raises(il.AccessDenied):
+            untrusting.get(timeout=5)
+        assert untrusting.get(timeout=5) == b"raw"
+        untrusting.put({"b": 2})
+        with il.Queue(untrusting.name, codec=il.PickleCodec(trusted=True)) as trusting:
+            assert trusting.get(timeout=5) == {"b": 2}
