@@ -280,6 +280,9 @@ def test_killed_rwlock_users_200(name: str) -> None:
             if RW_HOLDS_WRITE in phases:
                 died_writing += 1
                 assert stats.owner_died > before.owner_died, "a dead writer went unreported"
+            # Every write-side report is of a death this round (the last round
+            # ended with the test's own write acquisition), one per death.
+            assert stats.owner_died - before.owner_died <= len(victims), "a spurious OwnerDied"
             if RW_HOLDS_READ in phases:
                 died_reading += 1
                 assert stats.readers_recovered > before.readers_recovered, "a read hold leaked"
