@@ -71,8 +71,9 @@ def _wr(mm: mmap.mmap, slot: int, value: int) -> None:
 
 
 def _bump(mm: mmap.mmap, slot: int) -> None:
-    """Add one (not atomic: only for fields written under a lock, by one
-    process, or used as progress indicators)."""
+    """Add one.  Not atomic: only for fields written by one process at a time
+    (under an exclusive lock, or a per-worker slot), never for a count shared
+    by concurrent writers (a stale write would lose counts)."""
     _wr(mm, slot, _rd(mm, slot) + 1)
 
 
@@ -156,14 +157,16 @@ def _alive_or_fail(pids: list[int], skip: list[int]) -> None:
 # RWLock
 # ---------------------------------------------------------------------------
 
-# Fields: a, b (a == b, broken by writers only), repairs (by workers), writes,
-# reads, missed (a writer found a != b without owner_died), torn (a reader saw
+# Fields: a, b (a == b, broken by writers only), repairs (by workers), writes
+# (all under the write side), missed (a writer found a != b without owner_died), torn (a reader saw
 # (a, b) change under its read hold), overlap (a live reader inside during a
 # write, or a live writer inside during a read); per worker i: w_inside (its
 # pid while between its two stores), r_inside (its pid while it reads), phase
-# (RW_HOLDS_WRITE / RW_HOLDS_READ while it certainly holds that side).
-RW_A, RW_B, RW_REPAIRS, RW_WRITES, RW_READS, RW_MISSED, RW_TORN, RW_OVERLAP = range(8)
-RW_W_INSIDE, RW_R_INSIDE, RW_PHASE = 8, 12, 16  # 4 slots each
+# (RW_HOLDS_WRITE / RW_HOLDS_READ while it certainly holds that side), reads
+# (its own count: readers overlap, so a shared count would be a racy
+# read-modify-write).
+RW_A, RW_B, RW_REPAIRS, RW_WRITES, RW_MISSED, RW_TORN, RW_OVERLAP = range(7)
+RW_W_INSIDE, RW_R_INSIDE, RW_PHASE, RW_READS_I = 8, 12, 16, 20  # 4 slots each
 RW_HOLDS_WRITE, RW_HOLDS_READ = 1, 2
 RW_WORKERS = 3
 
@@ -220,7 +223,7 @@ def _rw_worker(name: str, mm: mmap.mmap, index: int, seed: int) -> Callable[[], 
                     _wr(mm, RW_TORN, 1)
                     os._exit(5)
                 _wr(mm, RW_R_INSIDE + index, 0)
-                _bump(mm, RW_READS)
+                _bump(mm, RW_READS_I + index)
                 _wr(mm, RW_PHASE + index, 0)
                 rw.release_read()
 
@@ -233,8 +236,10 @@ def test_killed_rwlock_users_200(name: str) -> None:
     mm = _area()
     seen_by_test = kills = died_writing = died_reading = 0
 
+    progress_slots = (RW_WRITES, *range(RW_READS_I, RW_READS_I + RW_WORKERS))
+
     def progress() -> int:
-        return _rd(mm, RW_WRITES) + _rd(mm, RW_READS)
+        return sum(_rd(mm, slot) for slot in progress_slots)
 
     start = time.monotonic()
     pids = [_fork(_rw_worker(name, mm, i, rng.getrandbits(32))) for i in range(RW_WORKERS)]
@@ -242,7 +247,7 @@ def test_killed_rwlock_users_200(name: str) -> None:
         for _ in range(ROUNDS):
             since = progress()
             _until(
-                _at_least(mm, (RW_WRITES, RW_READS), since + 20),
+                _at_least(mm, progress_slots, since + 20),
                 lambda: f"no progress: {rw.statistics()}",
             )
             before = rw.statistics()
@@ -275,6 +280,9 @@ def test_killed_rwlock_users_200(name: str) -> None:
             if RW_HOLDS_WRITE in phases:
                 died_writing += 1
                 assert stats.owner_died > before.owner_died, "a dead writer went unreported"
+            # Every write-side report is of a death this round (the last round
+            # ended with the test's own write acquisition), one per death.
+            assert stats.owner_died - before.owner_died <= len(victims), "a spurious OwnerDied"
             if RW_HOLDS_READ in phases:
                 died_reading += 1
                 assert stats.readers_recovered > before.readers_recovered, "a read hold leaked"
@@ -302,7 +310,7 @@ def test_killed_rwlock_users_200(name: str) -> None:
         repairs = _rd(mm, RW_REPAIRS)
         print(
             f"RWLock: {ROUNDS} rounds, {kills} kills, {_rd(mm, RW_WRITES)} writes, "
-            f"{_rd(mm, RW_READS)} reads; rounds with a death holding the write side "
+            f"{progress() - _rd(mm, RW_WRITES)} reads; rounds with a death holding the write side "
             f"{died_writing}, a read {died_reading}; writer deaths reported: {seen_by_test} "
             f"to the test + {repairs} to workers (owner_died counter {stats.owner_died}), "
             f"read holds recovered {stats.readers_recovered}, {elapsed:.1f} s"
@@ -650,11 +658,12 @@ def test_killed_condition_users_200(name: str) -> None:
 # Event
 # ---------------------------------------------------------------------------
 
-# Fields: sets, clears, wakes (all waiter returns), lost (a waiter's wait timed
-# out), pause (the clearers stop clearing while it is non-zero); per worker i:
-# ack (the pause value it obeys), wakes.
-EV_SETS, EV_CLEARS, EV_WAKES, EV_LOST, EV_PAUSE = range(5)
-EV_ACK, EV_WAKES_I = 8, 12  # 4 slots each
+# Fields: lost (a waiter's wait timed out), pause (the clearers stop clearing
+# while it is non-zero); per worker i (its own counts: two workers may share a
+# role, so a shared count would be a racy read-modify-write): ack (the pause
+# value it obeys), wakes (its wait() returns), sets, clears.
+EV_LOST, EV_PAUSE = 0, 1
+EV_ACK, EV_WAKES_I, EV_SETS_I, EV_CLEARS_I = 8, 12, 16, 20  # 4 slots each
 EV_SETTER, EV_CLEARER, EV_WAITER = 0, 1, 2
 EV_WORKERS = 4
 
@@ -666,7 +675,7 @@ def _ev_worker(name: str, mm: mmap.mmap, index: int, role: int, seed: int) -> Ca
         while True:
             if role == EV_SETTER:
                 ev.set()
-                _bump(mm, EV_SETS)
+                _bump(mm, EV_SETS_I + index)
             elif role == EV_CLEARER:
                 pause = _rd(mm, EV_PAUSE)
                 if pause:
@@ -674,13 +683,12 @@ def _ev_worker(name: str, mm: mmap.mmap, index: int, role: int, seed: int) -> Ca
                     time.sleep(0.0005)
                     continue
                 ev.clear()
-                _bump(mm, EV_CLEARS)
+                _bump(mm, EV_CLEARS_I + index)
             else:
                 if not ev.wait(timeout=10):
                     _wr(mm, EV_LOST, 1)
                     os._exit(4)
                 _bump(mm, EV_WAKES_I + index)
-                _bump(mm, EV_WAKES)
             if rng.random() < 0.5:
                 os.sched_yield()
 
@@ -697,12 +705,17 @@ def test_killed_event_users_200(name: str) -> None:
     def fork(i: int) -> int:
         return _fork(_ev_worker(name, mm, i, roles[i], rng.getrandbits(32)))
 
+    def total(base: int) -> int:
+        return sum(_rd(mm, base + i) for i in range(EV_WORKERS))
+
+    wakes = tuple(range(EV_WAKES_I, EV_WAKES_I + EV_WORKERS))
+
     start = time.monotonic()
     pids = [fork(i) for i in range(EV_WORKERS)]
     try:
         for rnd in range(1, ROUNDS + 1):
-            since = _rd(mm, EV_WAKES)
-            _until(_at_least(mm, (EV_WAKES,), since + 10), lambda: "no progress")
+            since = total(EV_WAKES_I)
+            _until(_at_least(mm, wakes, since + 10), lambda: "no progress")
             time.sleep(rng.uniform(0.0, 0.003))
             victims = _kill_victims(pids, rng, 2)
             for v in victims:
@@ -737,8 +750,8 @@ def test_killed_event_users_200(name: str) -> None:
         ev.set()
         assert ev.is_set() and ev.wait(timeout=0)
         print(
-            f"Event: {ROUNDS} rounds, {_rd(mm, EV_SETS)} sets, {_rd(mm, EV_CLEARS)} clears, "
-            f"{_rd(mm, EV_WAKES)} wake-ups; killed {killed[EV_SETTER]} setters, "
+            f"Event: {ROUNDS} rounds, {total(EV_SETS_I)} sets, {total(EV_CLEARS_I)} clears, "
+            f"{total(EV_WAKES_I)} wake-ups; killed {killed[EV_SETTER]} setters, "
             f"{killed[EV_CLEARER]} clearers, {killed[EV_WAITER]} waiters, {elapsed:.1f} s"
         )
         assert elapsed < BUDGET
