@@ -570,8 +570,6 @@ def _inspect(path: Path) -> ObjectInfo | None:
 
 # The il_sem fields `interlink ls` reads (lockword.h), as offsets into the kind
 # area: held[slot] and slp[slot] (sleepers per attach slot).
-_SEM_HELD_OFFSET = 128
-_SEM_SLP_OFFSET = 640
 _IDENT_PID_MASK = (1 << 22) - 1  # IL_IDENT_PID_BITS (proc.h)
 
 
@@ -627,9 +625,10 @@ def _with_sync_state(info: ObjectInfo, fd: int, kind: int, page: bytearray) -> O
                 holder_ident, _tid, queued = snap
                 holders = () if holder_ident == 0 else (holder_ident & _IDENT_PID_MASK,)
                 return replace(info, holders=holders, waiters=len(queued))
-            area = _HEADER_SIZE
-            held = struct.unpack_from(f"<{_native.SEG_SLOTS}I", mm, area + _SEM_HELD_OFFSET)
-            slp = struct.unpack_from(f"<{_native.SEG_SLOTS}I", mm, area + _SEM_SLP_OFFSET)
+            sem = _native.sem_snapshot(mm)
+            if sem is None:
+                return info
+            held, slp = sem
     except (OSError, ValueError):
         return info
     users = _native.seg_users(page)

@@ -691,9 +691,6 @@ static inline uint64_t res_make(uint32_t slot, uint32_t tid, uint32_t n)
            ((uint64_t)n << 32);
 }
 
-/* `interlink ls` reads held[] and slp[] at these offsets (_segment.py). */
-_Static_assert(offsetof(il_sem, held) == 128, "il_sem.held offset (see _segment.py)");
-_Static_assert(offsetof(il_sem, slp) == 640, "il_sem.slp offset (see _segment.py)");
 
 int il_sem_init(il_sem *s, uint32_t value, uint32_t max)
 {

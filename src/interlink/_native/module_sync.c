@@ -1179,6 +1179,53 @@ static PyObject *mod_lock_snapshot(PyObject *Py_UNUSED(m), PyObject *arg)
     return Py_BuildValue("(KIN)", (unsigned long long)hid, (unsigned)htid, tup);
 }
 
+PyDoc_STRVAR(sem_snapshot_doc,
+             "sem_snapshot($module, buffer, /)\n--\n\n"
+             "Read a semaphore segment (a read-only buffer is enough) for `interlink ls`: "
+             "(held, sleepers), two tuples indexed by attach slot: the units each slot holds and "
+             "the threads of each slot asleep waiting; None when the buffer is not a formatted "
+             "semaphore.");
+
+static PyObject *seq_of_slots(const _Atomic uint32_t *a)
+{
+    PyObject *t = PyTuple_New(IL_SEG_SLOTS);
+    if (t == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < IL_SEG_SLOTS; i++) {
+        PyObject *n = PyLong_FromUnsignedLong(atomic_load_explicit(&a[i], memory_order_relaxed));
+        if (n == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, n);
+    }
+    return t;
+}
+
+static PyObject *mod_sem_snapshot(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    Py_buffer v;
+    if (PyObject_GetBuffer(arg, &v, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if ((size_t)v.len < SEM_SEGMENT_SIZE) {
+        PyBuffer_Release(&v);
+        Py_RETURN_NONE;
+    }
+    il_sem *s = (il_sem *)((char *)v.buf + IL_SEG_HEADER_SIZE);
+    if (il_sem_validate(s) != IL_OK) {
+        PyBuffer_Release(&v);
+        Py_RETURN_NONE;
+    }
+    PyObject *held = seq_of_slots(s->held);
+    PyObject *slp = held == NULL ? NULL : seq_of_slots(s->slp);
+    PyBuffer_Release(&v);
+    if (slp == NULL) {
+        Py_XDECREF(held);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", held, slp);
+}
+
 PyDoc_STRVAR(sem_format_doc,
              "sem_format($module, buffer, value, bounded, /)\n--\n\nFormat the semaphore area "
              "of a new semaphore segment: `value` units; bounded: releases never raise it "
@@ -1213,6 +1260,7 @@ static PyMethodDef sync_module_methods[] = {
     {"lock_format", mod_lock_format, METH_O, lock_format_doc},
     {"lock_snapshot", mod_lock_snapshot, METH_O, lock_snapshot_doc},
     {"sem_format", mod_sem_format, METH_VARARGS, sem_format_doc},
+    {"sem_snapshot", mod_sem_snapshot, METH_O, sem_snapshot_doc},
     {NULL, NULL, 0, NULL},
 };
 
