@@ -46,11 +46,11 @@ import warnings
 from collections.abc import Callable
 
 import pytest
-from test_sync_chaos_200 import BUDGET, ROUNDS, _fork, _live, _reap
+from test_sync_chaos_200 import BUDGET, ROUNDS, SLOWDOWN, _fork, _live, _reap
 
 import interlink as il
 
-pytestmark = [pytest.mark.chaos, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(60 * SLOWDOWN)]
 
 __all__ = ["_reap"]  # the autouse fixture that kills and reaps leftover workers
 
