@@ -210,3 +210,72 @@ def sync(ctx: click.Context, /, **options: Any) -> None:
         report.write_json(json_target, bench_sync.to_json(host, settings, results))
     if any(r.status == "error" and r.label.startswith("interlink") for r in results):
         raise click.ClickException("interlink failed in at least one measurement (see above)")
+
+
+@bench.command()
+@bench_options
+@click.pass_context
+def queue(ctx: click.Context, /, **options: Any) -> None:
+    """Queues: small objects and 8 MiB numpy arrays from one process to another.
+
+    interlink.Queue against multiprocessing.Queue and faster_fifo.Queue (when
+    installed), each with its default pickling, one producer and one consumer
+    spawned per measurement; rates are timed in the consumer from its first
+    get to its last. COUNT sets the small objects (arrays: COUNT/1000, at
+    least 4); --idle-seconds and --plot apply to the channel benchmark only.
+    """
+    opts = merged_options(ctx, options)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.text import Text
+
+    from interlink._bench import hostinfo, report
+    from interlink._bench import queue as bench_queue
+
+    try:
+        rows = bench_queue.select(opts["only"])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--only") from None
+    json_target: str | None = opts["json_target"]
+    console = Console(stderr=json_target == "-")
+    if opts["list_only"]:
+        for row in rows:
+            missing = row.missing(bench_queue.SMALL)
+            state = "installed" if missing is None else "not installed"
+            console.print(Text(f"{row.label:<24} {state}"))
+        return
+    if opts["plot_target"] is not None:
+        raise click.UsageError("--plot is only available for the channel benchmark")
+    settings = bench_queue.QueueSettings.choose(
+        quick=opts["quick"], count=opts["count"], timeout=opts["timeout"]
+    )
+    host = hostinfo.collect()
+    steps = bench_queue.plan(rows)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("starting", total=len(steps))
+        results = bench_queue.run(
+            rows,
+            settings,
+            started=lambda row, scenario: progress.update(
+                task, description=f"{row.label} {scenario}"
+            ),
+            finished=lambda result: progress.advance(task),
+        )
+    console.print(Text("interlink bench queue", style="bold"), Text(host.line(), style="dim"))
+    console.print(Text(settings.line(), style="dim"))
+    for table in bench_queue.build_tables(results):
+        console.print(table)
+    console.print(
+        Text("il x: interlink.Queue's rate / the row's rate (higher: interlink faster)."),
+        highlight=False,
+    )
+    if json_target is not None:
+        report.write_json(json_target, bench_queue.to_json(host, settings, results))
+    if any(r.status == "error" and r.label.startswith("interlink") for r in results):
+        raise click.ClickException("interlink failed in at least one measurement (see above)")

@@ -1,0 +1,421 @@
+"""``interlink bench queue``: interlink.Queue against multiprocessing.Queue and faster-fifo.
+
+Two scenarios, each measured in fresh ``spawn`` processes (one producer, one
+consumer) under a wall-clock limit, with the same objects for every row:
+
+small
+    N tuples ``(i, "abc", 2.0)``, put one at a time and got one at a time;
+    messages per second.
+array
+    M numpy arrays of 2**20 float64 (8 MiB); the consumer touches the first
+    and the last element of each and drops it; arrays and MiB per second.
+
+Every queue uses its own default serialisation (pickle).  The rate is timed in
+the consumer with ``time.perf_counter``, from the return of its first ``get``
+to the return of its last, so process start-up is left out the same way for
+every row: ``(count - 1) / elapsed``.  The producer starts putting only once
+the consumer is ready to get (an event), so the timing does not start on a
+queue filled in advance.  The ratio column is interlink's rate
+divided by the row's rate ("il x": how many times faster interlink is).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from typing import TYPE_CHECKING, Any
+
+from .peers import SPAWN, load
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.process import BaseProcess
+
+SMALL = "small"
+ARRAY = "array"
+SCENARIOS = (SMALL, ARRAY)
+
+REFERENCE = "interlink.Queue"
+"""The row every ratio is computed against."""
+
+ARRAY_ELEMENTS = 1 << 20
+"""float64 elements of one array: 8 MiB."""
+ARRAY_BYTES = ARRAY_ELEMENTS * 8
+ARRAY_QUEUE_BYTES = 128 << 20
+"""Capacity in bytes of the queues carrying arrays (where the queue has one)."""
+SMALL_QUEUE_BYTES = 1 << 20
+"""faster-fifo's buffer for the small objects (its default, 200 kB, is smaller)."""
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """Counts and limits of one ``bench queue`` run (picklable)."""
+
+    messages: int = 200_000
+    """Small objects per measurement."""
+    arrays: int = 200
+    """8 MiB arrays per measurement."""
+    timeout: float = 120.0
+    """Wall-clock limit of one measurement, process start-up included."""
+
+    @classmethod
+    def choose(
+        cls, *, quick: bool = False, count: int | None = None, timeout: float | None = None
+    ) -> QueueSettings:
+        """Full or ``quick`` settings; ``count`` sets the small objects (arrays: ``count // 1000``,
+        at least 4)."""
+        base = cls(messages=20_000, arrays=30, timeout=30.0) if quick else cls()
+        changes: dict[str, Any] = {}
+        if count is not None:
+            changes.update(messages=count, arrays=max(4, count // 1000))
+        if timeout is not None:
+            changes["timeout"] = timeout
+        if not changes:
+            return base
+        return QueueSettings(**{**base.__dict__, **changes})
+
+    def line(self) -> str:
+        """One line saying what was measured."""
+        return (
+            f"small: {self.messages:,} tuples (i, 'abc', 2.0); "
+            f"array: {self.arrays:,} x 8 MiB float64; one producer, one consumer; "
+            f"limit {self.timeout:g} s per measurement"
+        )
+
+
+@dataclass(frozen=True)
+class Row:
+    """One queue implementation."""
+
+    label: str
+    family: str
+    module: str | None = None
+    """The package it needs (None: always available)."""
+
+    def missing(self, scenario: str) -> str | None:
+        """Why it cannot be measured here in ``scenario``, or None."""
+        modules = [m for m in (self.module, "numpy" if scenario == ARRAY else None) if m]
+        for module in modules:
+            try:
+                __import__(module)
+            except ImportError as exc:
+                return f"{module} is not installed ({exc})"
+        return None
+
+
+ROWS: tuple[Row, ...] = (
+    Row(REFERENCE, "interlink"),
+    Row("multiprocessing.Queue", "multiprocessing"),
+    Row("faster_fifo.Queue", "faster_fifo", module="faster_fifo"),
+)
+
+
+def select(only: Sequence[str]) -> list[Row]:
+    """The rows ``--only`` picks (all without it); ValueError for an unknown name."""
+    if not only:
+        return list(ROWS)
+    chosen: list[Row] = []
+    for name in only:
+        key = name.lower()
+        hits = [r for r in ROWS if key in (r.label.lower(), r.family.lower())]
+        if not hits:
+            names = ", ".join(r.label for r in ROWS)
+            raise ValueError(f"unknown queue {name!r} (known: {names}, or a family)")
+        chosen.extend(r for r in hits if r not in chosen)
+    return [r for r in ROWS if r in chosen]
+
+
+@dataclass
+class Result:
+    """One measurement of one row."""
+
+    label: str
+    scenario: str
+    status: str  # "ok", "n/a", "error"
+    figures: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable dict with every field."""
+        return {
+            "queue": self.label,
+            "scenario": self.scenario,
+            "status": self.status,
+            "reason": self.reason,
+            "figures": dict(self.figures),
+        }
+
+
+def plan(rows: Sequence[Row]) -> list[tuple[Row, str]]:
+    """The measurements :func:`run` makes, in order."""
+    return [(r, s) for s in SCENARIOS for r in rows]
+
+
+# ------------------------------------------------------------ the queues
+
+
+@contextlib.contextmanager
+def _make_queue(label: str, scenario: str) -> Iterator[Any]:
+    """Create the queue for one measurement in the parent; close it afterwards.
+
+    The parent keeps its handle until both children have exited (an anonymous
+    interlink.Queue is opened by name in the children).
+    """
+    if label == REFERENCE:
+        import interlink
+
+        queue: Any = (
+            interlink.Queue(capacity=ARRAY_QUEUE_BYTES) if scenario == ARRAY else interlink.Queue()
+        )
+        try:
+            yield queue
+        finally:
+            queue.close()
+    elif label == "multiprocessing.Queue":
+        queue = SPAWN.Queue()
+        try:
+            yield queue
+        finally:
+            queue.close()
+            queue.join_thread()
+    elif label == "faster_fifo.Queue":
+        size = ARRAY_QUEUE_BYTES if scenario == ARRAY else SMALL_QUEUE_BYTES
+        queue = load("faster_fifo").Queue(max_size_bytes=size)
+        try:
+            yield queue
+        finally:
+            queue.close()
+    else:  # pragma: no cover - ROWS and this function go together
+        raise ValueError(label)
+
+
+# ------------------------------------------------------------ child bodies
+
+
+def _items(scenario: str, count: int) -> Iterator[Any]:
+    """The objects the producer puts: the same for every row."""
+    if scenario == SMALL:
+        for i in range(count):
+            yield (i, "abc", 2.0)
+    else:
+        arr = load("numpy").ones(ARRAY_ELEMENTS)
+        for _ in range(count):
+            yield arr
+
+
+def _producer(
+    queue: Any, ready: Any, scenario: str, count: int, timeout: float
+) -> dict[str, float]:
+    if not ready.wait(timeout):
+        raise TimeoutError("the consumer did not start")
+    put = queue.put
+    for item in _items(scenario, count):
+        put(item, True, timeout)
+    if type(queue).__module__.startswith("multiprocessing"):  # wait for the feeder thread
+        queue.close()
+        queue.join_thread()
+    return {}
+
+
+def _consumer(
+    queue: Any, ready: Any, scenario: str, count: int, timeout: float
+) -> dict[str, float]:
+    get = queue.get
+    clock = time.perf_counter
+    touched = 0.0
+    ready.set()  # the producer starts now: nothing is queued in advance of the timing
+    item = get(True, timeout)
+    t0 = clock()
+    if scenario == ARRAY:
+        touched += item[0] + item[-1]
+    del item
+    for _ in range(count - 1):
+        item = get(True, timeout)
+        if scenario == ARRAY:
+            touched += item[0] + item[-1]
+        del item
+    elapsed = clock() - t0
+    if scenario == ARRAY and touched != 2.0 * count:
+        raise AssertionError(f"arrays arrived damaged (sum of ends {touched}, not {2 * count})")
+    rate = (count - 1) / elapsed if elapsed > 0 else float("inf")
+    figures = {"per_s": rate, "elapsed_s": elapsed}
+    if scenario == ARRAY:
+        figures["mib_per_s"] = rate * ARRAY_BYTES / (1 << 20)
+    return figures
+
+
+_BODIES: dict[str, Callable[..., dict[str, float]]] = {
+    "producer": _producer,
+    "consumer": _consumer,
+}
+
+
+def _child(body: str, args: tuple[Any, ...], conn: Connection) -> None:
+    """Entry point of a spawned child: run ``body`` and send (ok, figures | error text)."""
+    try:
+        result: tuple[bool, Any] = (True, _BODIES[body](*args))
+    except BaseException as exc:  # reported to the parent, which shows it in the table
+        result = (False, f"{type(exc).__name__}: {exc}")
+    with contextlib.suppress(OSError):
+        conn.send(result)
+    conn.close()
+
+
+class _Failed(Exception):
+    pass
+
+
+def _run_children(jobs: Sequence[tuple[str, tuple[Any, ...]]], timeout: float) -> list[Any]:
+    """Run each (body, args) in a spawned process; their figures in job order.
+
+    Raises _Failed when one fails, dies or overruns ``timeout``; every child
+    has exited when this returns.
+    """
+    procs: list[BaseProcess] = []
+    conns: list[Connection] = []
+    results: dict[int, tuple[bool, Any]] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        for body, args in jobs:
+            reader, writer = SPAWN.Pipe(duplex=False)
+            proc = SPAWN.Process(
+                target=_child, args=(body, args, writer), name=f"bench-queue-{body}", daemon=True
+            )
+            proc.start()
+            writer.close()
+            procs.append(proc)
+            conns.append(reader)
+        while len(results) < len(jobs) and all(ok for ok, _ in results.values()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            pending = [i for i in range(len(jobs)) if i not in results]
+            ready = wait([conns[i] for i in pending] + [procs[i].sentinel for i in pending], left)
+            for i in pending:
+                if conns[i] in ready or conns[i].poll():
+                    try:
+                        results[i] = conns[i].recv()
+                    except (EOFError, OSError):
+                        results[i] = (False, f"the {jobs[i][0]} process died without a result")
+                elif procs[i].sentinel in ready:
+                    results[i] = (False, f"the {jobs[i][0]} process exited without a result")
+    finally:
+        for child in procs:
+            child.join(max(0.0, min(5.0, deadline - time.monotonic())))
+            if child.is_alive():
+                child.kill()
+                child.join(5.0)
+        for conn in conns:
+            conn.close()
+    errors = [str(r) for ok, r in results.values() if not ok]
+    if len(results) < len(jobs):
+        errors.append(f"timed out after {timeout:g} s")
+    if errors:
+        raise _Failed(errors[0])
+    return [results[i][1] for i in range(len(jobs))]
+
+
+def measure(row: Row, scenario: str, settings: QueueSettings) -> Result:
+    """One measurement of ``row`` in ``scenario``, in a fresh producer and consumer."""
+    missing = row.missing(scenario)
+    if missing is not None:
+        return Result(row.label, scenario, "n/a", reason=missing)
+    count = settings.messages if scenario == SMALL else settings.arrays
+    try:
+        with _make_queue(row.label, scenario) as queue:
+            args = (queue, SPAWN.Event(), scenario, count, settings.timeout)
+            figures, _ = _run_children([("consumer", args), ("producer", args)], settings.timeout)
+    except Exception as exc:
+        return Result(row.label, scenario, "error", reason=str(exc) or type(exc).__name__)
+    return Result(row.label, scenario, "ok", figures=figures)
+
+
+def run(
+    rows: Sequence[Row],
+    settings: QueueSettings,
+    started: Callable[[Row, str], None] | None = None,
+    finished: Callable[[Result], None] | None = None,
+) -> list[Result]:
+    """Every measurement of :func:`plan`, in order."""
+    results = []
+    for row, scenario in plan(rows):
+        if started is not None:
+            started(row, scenario)
+        result = measure(row, scenario, settings)
+        if finished is not None:
+            finished(result)
+        results.append(result)
+    return results
+
+
+# ------------------------------------------------------------ report
+
+
+def ratios(results: Sequence[Result]) -> dict[tuple[str, str], float]:
+    """(label, scenario) -> interlink.Queue's rate / this row's rate, in the same run."""
+    out: dict[tuple[str, str], float] = {}
+    by_key = {(r.label, r.scenario): r for r in results if r.status == "ok"}
+    for (label, scenario), result in by_key.items():
+        base = by_key.get((REFERENCE, scenario))
+        if base is not None and result.figures["per_s"] > 0:
+            out[label, scenario] = base.figures["per_s"] / result.figures["per_s"]
+    return out
+
+
+def build_tables(results: Sequence[Result]) -> list[Any]:
+    """The two rich tables: small objects, and 8 MiB arrays."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    rel = ratios(results)
+
+    def table(title: str, columns: Sequence[str]) -> Table:
+        t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, header_style="bold")
+        t.add_column("queue")
+        for column in columns:
+            t.add_column(column, justify="right")
+        t.add_column("il x", justify="right")
+        return t
+
+    small = table("small objects (i, 'abc', 2.0), one producer -> one consumer", ["msg/s"])
+    array = table("8 MiB numpy arrays, one producer -> one consumer", ["arrays/s", "MiB/s"])
+    for result in results:
+        target = small if result.scenario == SMALL else array
+        label = Text(result.label, style="bold" if result.label.startswith("interlink") else "")
+        width = 1 if result.scenario == SMALL else 2
+        if result.status != "ok":
+            style = "dim" if result.status == "n/a" else "red"
+            target.add_row(
+                label,
+                Text(f"{result.status}: {result.reason}", style=style),
+                *[Text("") for _ in range(width)],
+            )
+            continue
+        ratio = rel.get((result.label, result.scenario))
+        ratio_text = Text("-" if ratio is None else f"{ratio:.2f}x")
+        f = result.figures
+        if result.scenario == SMALL:
+            target.add_row(label, Text(f"{f['per_s']:,.0f}"), ratio_text)
+        else:
+            target.add_row(
+                label, Text(f"{f['per_s']:,.1f}"), Text(f"{f['mib_per_s']:,.0f}"), ratio_text
+            )
+    return [small, array]
+
+
+def to_json(host: Any, settings: QueueSettings, results: Sequence[Result]) -> dict[str, Any]:
+    """The whole run as a JSON-serialisable document."""
+    rel = ratios(results)
+    return {
+        "benchmark": "queue",
+        "host": host.to_json(),
+        "pid": os.getpid(),
+        "settings": dict(settings.__dict__),
+        "reference": REFERENCE,
+        "results": [{**r.to_json(), "ratio": rel.get((r.label, r.scenario))} for r in results],
+    }
