@@ -17,7 +17,9 @@ import os
 import secrets
 import stat
 import struct
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import astuple
 from pathlib import Path
@@ -72,7 +74,99 @@ def _timeout_left(deadline: float | None) -> float | None:
     return max(0.0, deadline - time.monotonic())
 
 
-_SYNC_POLICIES: Final = ("os", "always")
+_SYNC_POLICIES: Final = ("os", "batch", "always")
+#: sync="batch" defaults: msync once this many operations are pending...
+DEFAULT_SYNC_MESSAGES: Final = 256
+#: ...or once the oldest pending one is this many seconds old.
+DEFAULT_SYNC_INTERVAL: Final = 0.05
+
+
+class _BatchSync:
+    """``sync="batch"``: msync a durable queue's mapping once ``messages``
+    operations of this handle are pending, or ``interval`` seconds after the
+    first of them, whichever comes first; and on close.
+
+    The time bound holds while the handle is idle too: the first pending
+    operation arms a one-shot timer thread.  Flushes (by an operation, the
+    timer or ``close``) run under one lock, so ``close`` never unmaps under a
+    running msync.  In a forked child the state is reset (the parent's timer
+    stays in the parent, which still owns its pending operations).
+    """
+
+    def __init__(self, flush: Callable[[], None], messages: int, interval: float) -> None:
+        self._flush = flush
+        self.messages = messages
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._timer: threading.Timer | None = None
+        self._closed = False
+        self.flushes = 0
+        _BATCH_SYNCS.add(self)
+
+    def note(self, count: int) -> None:
+        """``count`` operations just changed the mapping: flush if the batch is full,
+        else make sure the timer runs."""
+        if count <= 0:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            self._pending += count
+            if self._pending >= self.messages:
+                self._flush_locked()
+            elif self._timer is None:
+                timer = threading.Timer(self.interval, self._on_timer)
+                timer.daemon = True
+                self._timer = timer
+                timer.start()
+
+    @property
+    def pending(self) -> int:
+        """Operations not yet flushed."""
+        return self._pending
+
+    def _on_timer(self) -> None:
+        with self._lock:
+            self._timer = None
+            if self._pending and not self._closed:
+                self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._pending = 0
+        self.flushes += 1
+        self._flush()
+
+    def close(self) -> None:
+        """Flush what is pending, stop the timer; later notes are ignored."""
+        with self._lock:
+            if self._closed:
+                return
+            if self._pending:
+                self._flush_locked()
+            elif self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._closed = True
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._timer = None
+        self._pending = 0
+
+
+_BATCH_SYNCS: weakref.WeakSet[_BatchSync] = weakref.WeakSet()
+
+
+def _reset_batch_syncs_in_child() -> None:
+    for batch in list(_BATCH_SYNCS):
+        batch._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_batch_syncs_in_child)
 
 
 class _DurableFile:
@@ -207,7 +301,7 @@ class DurableMessage:
         return self._msg.released
 
     def ack(self) -> None:
-        """Remove the message for good (synced to disk under ``sync="always"``)."""
+        """Remove the message for good (synced to disk as the queue's ``sync`` policy says)."""
         self._msg.ack()
         self._queue._synced()
 
@@ -264,9 +358,12 @@ class Queue:
     only a label): it survives every process and a machine restart,
     ``get_message()`` returns a :class:`DurableMessage` to ``ack()`` or
     ``nack()``, and a consumer's unacknowledged messages are delivered again
-    when it dies.  ``sync="always"`` flushes the mapping to disk (msync) after
-    every put, ack and nack; ``"os"`` leaves write-back to the page cache
-    (safe against process crashes, not power loss).
+    when it dies.  Every policy is safe against process crashes (the mapping
+    is shared); against power loss: ``sync="always"`` flushes the mapping to
+    disk (msync) after every put, take-and-ack, ack and nack; ``"batch"``
+    flushes once ``sync_messages`` such operations of the handle are pending
+    or ``sync_interval`` seconds after the first of them (default 256 / 0.05
+    s), and on ``close()``; ``"os"`` leaves write-back to the page cache.
     """
 
     _kind_name = "queue"
@@ -285,16 +382,31 @@ class Queue:
         durable: bool = False,
         path: str | os.PathLike[str] | None = None,
         sync: str = "os",
+        sync_messages: int | None = None,
+        sync_interval: float | None = None,
     ) -> None:
         if sync not in _SYNC_POLICIES:
             raise ValueError(f"sync must be one of {_SYNC_POLICIES}, not {sync!r}")
+        if sync != "batch" and (sync_messages is not None or sync_interval is not None):
+            raise ValueError('sync_messages= and sync_interval= are for sync="batch"')
+        if sync_messages is None:
+            sync_messages = DEFAULT_SYNC_MESSAGES
+        if sync_interval is None:
+            sync_interval = DEFAULT_SYNC_INTERVAL
+        if sync_messages < 1:
+            raise ValueError(f"sync_messages must be at least 1, not {sync_messages}")
+        if not 0 < sync_interval < float("inf"):
+            raise ValueError(f"sync_interval must be a positive number, not {sync_interval}")
         if durable:
             if path is None:
                 raise ValueError("a durable queue needs path= (the file that keeps it)")
         elif path is not None:
             raise ValueError("path= is for durable queues (durable=True)")
         self._durable = bool(durable)
-        self._sync_always = durable and sync == "always"
+        self._sync = sync if durable else "os"
+        # True when every mutating call must call _synced() ("always" and "batch").
+        self._sync_always = self._sync != "os"
+        self._batch: _BatchSync | None = None
         if maxsize < 0:
             maxsize = 0  # multiprocessing: <= 0 means unbounded
         if capacity <= 0:
@@ -356,6 +468,8 @@ class Queue:
                 raise Incompatible(
                     f"queue {self.name!r} uses the codec {stored!r}, not {codec_name!r}"
                 )
+            if self._sync == "batch":
+                self._batch = _BatchSync(self._segment.mm.flush, sync_messages, sync_interval)
             st = os.fstat(self._segment.fd)
             self._pickle_ok = not self._codec.runs_code or pickle_allowed(
                 st.st_uid, stat.S_IMODE(st.st_mode), bool(trusted) or self._codec.trusted
@@ -406,8 +520,16 @@ class Queue:
         if not self._core._same_boot():
             self._core._reboot_recover()
 
-    def _synced(self) -> None:
-        if self._sync_always and not self._segment.closed:
+    @property
+    def sync(self) -> str:
+        """The sync policy: "os", "batch" or "always" (always "os" when not durable)."""
+        return self._sync
+
+    def _synced(self, count: int = 1) -> None:
+        # After ``count`` operations that changed the mapping (put, take-and-ack, ack, nack).
+        if self._batch is not None:
+            self._batch.note(count)
+        elif self._sync_always and not self._segment.closed:
             self._segment.mm.flush()  # msync(MS_SYNC): only dirty pages are written
 
     def __repr__(self) -> str:
@@ -426,7 +548,9 @@ class Queue:
                     str(self._segment.path),
                     self._codec,
                     self._trusted,
-                    self._sync_always,
+                    self._sync,
+                    None if self._batch is None else self._batch.messages,
+                    None if self._batch is None else self._batch.interval,
                 ),
             )
         return (_reopen, (type(self), self.name, self._codec, self._trusted))
@@ -546,7 +670,7 @@ class Queue:
                     return done
                 raise
         if self._sync_always:
-            self._synced()
+            self._synced(done)
         return done
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
@@ -612,11 +736,14 @@ class Queue:
                         m.release()
             left = max_items - len(out)
             if left <= 0:
-                return out
+                break
             try:
                 raw = self._core.get_many(min(left, step), False)
             except Empty:
-                return out
+                break
+        if self._sync_always:  # durable: taken and acked
+            self._synced(len(out))
+        return out
 
     def qsize(self) -> int:
         """Objects ready to be taken now (a snapshot)."""
@@ -648,6 +775,9 @@ class Queue:
 
     def _close_handle(self) -> None:
         self._closed = True
+        batch = getattr(self, "_batch", None)
+        if batch is not None:
+            batch.close()  # the pending batch reaches the disk before the unmap
         self._core._close()
         self._segment.close()
 
@@ -725,7 +855,14 @@ def _reopen(cls: type[_Q], name: str, codec: Codec, trusted: bool) -> _Q:
 
 
 def _reopen_durable(
-    cls: type[_Q], name: str, path: str, codec: Codec, trusted: bool, sync_always: bool
+    cls: type[_Q],
+    name: str,
+    path: str,
+    codec: Codec,
+    trusted: bool,
+    sync: str,
+    sync_messages: int | None,
+    sync_interval: float | None,
 ) -> _Q:
     return cls(
         name,
@@ -734,7 +871,9 @@ def _reopen_durable(
         trusted=trusted,
         durable=True,
         path=path,
-        sync="always" if sync_always else "os",
+        sync=sync,
+        sync_messages=sync_messages,
+        sync_interval=sync_interval,
     )
 
 
