@@ -1,11 +1,15 @@
 """``interlink bench queue``: interlink.Queue against multiprocessing.Queue and faster-fifo.
 
-Two scenarios, each measured in fresh ``spawn`` processes (one producer, one
-consumer) under a wall-clock limit, with the same objects for every row:
+Three scenarios, each measured in fresh ``spawn`` processes under a
+wall-clock limit, with the same objects and processes for every row:
 
 small
-    N tuples ``(i, "abc", 2.0)``, put one at a time and got one at a time;
-    messages per second.
+    N tuples ``(i, "abc", 2.0)``, put one at a time and got one at a time,
+    one producer and one consumer; messages per second.
+small4x4
+    the same N tuples split over 4 producers (N/4 each), taken by 4
+    consumers one at a time; messages per second through the queue as a
+    whole.
 array
     M numpy arrays of 2**20 float64 (8 MiB); the consumer touches the first
     and the last element of each and drops it; arrays and MiB per second.
@@ -15,8 +19,16 @@ the consumer with ``time.perf_counter``, from the return of its first ``get``
 to the return of its last, so process start-up is left out the same way for
 every row: ``(count - 1) / elapsed``.  The producer starts putting only once
 the consumer is ready to get (an event), so the timing does not start on a
-queue filled in advance.  The ratio column is interlink's rate
-divided by the row's rate ("il x": how many times faster interlink is).
+queue filled in advance.  In ``small4x4`` all eight processes start together
+(a barrier); each consumer times its own first and last get and the rate is
+``(N - 1) / (latest last get - earliest first get)`` (``time.perf_counter``
+is CLOCK_MONOTONIC, one clock for all processes on Linux).  Once every
+producer's objects are in the queue (each flushes multiprocessing's feeder
+thread, then counts itself done), a ninth process puts one ``None`` per
+consumer, which stops it; the consumers' counts must add up to N ("min/even":
+the least busy consumer's share of an even split).  The ratio column is
+interlink's rate divided by the row's rate ("il x": how many times faster
+interlink is).
 """
 
 from __future__ import annotations
@@ -32,8 +44,12 @@ from .children import run_children
 from .peers import SPAWN, load
 
 SMALL = "small"
+SMALL_4X4 = "small4x4"
 ARRAY = "array"
-SCENARIOS = (SMALL, ARRAY)
+SCENARIOS = (SMALL, SMALL_4X4, ARRAY)
+
+PRODUCERS = CONSUMERS = 4
+"""Processes on each side of ``small4x4``."""
 
 REFERENCE = "interlink.Queue"
 """The row every ratio is computed against."""
@@ -77,8 +93,9 @@ class QueueSettings:
     def line(self) -> str:
         """One line saying what was measured."""
         return (
-            f"small: {self.messages:,} tuples (i, 'abc', 2.0); "
-            f"array: {self.arrays:,} x 8 MiB float64; one producer, one consumer; "
+            f"small: {self.messages:,} tuples (i, 'abc', 2.0), 1 -> 1 and "
+            f"{PRODUCERS} -> {CONSUMERS} processes; "
+            f"array: {self.arrays:,} x 8 MiB float64, 1 -> 1; "
             f"limit {self.timeout:g} s per measurement"
         )
 
@@ -194,7 +211,7 @@ def _make_queue(label: str, scenario: str) -> Iterator[Any]:
 
 def _items(scenario: str, count: int) -> Iterator[Any]:
     """The objects the producer puts: the same for every row."""
-    if scenario == SMALL:
+    if scenario in (SMALL, SMALL_4X4):
         for i in range(count):
             yield (i, "abc", 2.0)
     else:
@@ -244,18 +261,103 @@ def _consumer(
     return figures
 
 
+def _flush(queue: Any) -> None:
+    """Make sure what this producer put is in the queue (multiprocessing's feeder thread)."""
+    if type(queue).__module__.startswith("multiprocessing"):
+        queue.close()
+        queue.join_thread()
+
+
+def _producer_nxn(
+    queue: Any, start: Any, finished: Any, all_put: Any, count: int, timeout: float
+) -> dict[str, float]:
+    start.wait(timeout)
+    put = queue.put
+    for item in _items(SMALL, count):
+        put(item, True, timeout)
+    _flush(queue)  # in the queue before it counts as finished
+    with finished.get_lock():
+        finished.value += 1
+        if finished.value == PRODUCERS:
+            all_put.set()
+    return {}
+
+
+def _stopper_nxn(queue: Any, all_put: Any, consumers: int, timeout: float) -> dict[str, float]:
+    """Once every producer's objects are in the queue, put one stop per consumer."""
+    if not all_put.wait(timeout):
+        raise TimeoutError("the producers did not finish")
+    for _ in range(consumers):
+        queue.put(None, True, timeout)
+    _flush(queue)
+    return {}
+
+
+def _consumer_nxn(queue: Any, start: Any, timeout: float) -> dict[str, float]:
+    get = queue.get
+    clock = time.perf_counter
+    start.wait(timeout)
+    got = 0
+    first = last = 0.0
+    while True:
+        item = get(True, timeout)
+        if item is None:
+            break
+        last = clock()
+        if not got:
+            first = last
+        got += 1
+    return {"got": float(got), "first": first, "last": last}
+
+
+def _measure_nxn(queue: Any, settings: QueueSettings) -> dict[str, float]:
+    """Run 4 producers and 4 consumers on ``queue``; the whole queue's figures.
+
+    A ninth process, idle until every producer is done, puts the stops (a
+    closed multiprocessing.Queue, flushed, cannot put them itself).
+    """
+    per = settings.messages // PRODUCERS
+    total = per * PRODUCERS
+    start = SPAWN.Barrier(PRODUCERS + CONSUMERS)
+    finished = SPAWN.Value("i", 0)
+    all_put = SPAWN.Event()
+    timeout = settings.timeout
+    jobs: list[tuple[Callable[..., dict[str, float]], tuple[Any, ...]]] = [
+        (_consumer_nxn, (queue, start, timeout)) for _ in range(CONSUMERS)
+    ]
+    jobs += [
+        (_producer_nxn, (queue, start, finished, all_put, per, timeout)) for _ in range(PRODUCERS)
+    ]
+    jobs.append((_stopper_nxn, (queue, all_put, CONSUMERS, timeout)))
+    figures = run_children(jobs, timeout, prefix="bench-queue")[:CONSUMERS]
+    got = sum(int(f["got"]) for f in figures)
+    if got != total:
+        raise RuntimeError(f"the consumers got {got:,} objects, not {total:,}")
+    active = [f for f in figures if f["got"]]
+    elapsed = max(f["last"] for f in active) - min(f["first"] for f in active)
+    rate = (total - 1) / elapsed if elapsed > 0 else float("inf")
+    return {
+        "per_s": rate,
+        "elapsed_s": elapsed,
+        "min_share": min(f["got"] for f in figures) / total,
+    }
+
+
 def measure(row: Row, scenario: str, settings: QueueSettings) -> Result:
-    """One measurement of ``row`` in ``scenario``, in a fresh producer and consumer."""
+    """One measurement of ``row`` in ``scenario``, in fresh processes."""
     missing = row.missing(scenario)
     if missing is not None:
         return Result(row.label, scenario, "n/a", reason=missing)
     count = settings.messages if scenario == SMALL else settings.arrays
     try:
         with _make_queue(row.label, scenario) as queue:
-            args = (queue, SPAWN.Event(), scenario, count, settings.timeout)
-            figures, _ = run_children(
-                [(_consumer, args), (_producer, args)], settings.timeout, prefix="bench-queue"
-            )
+            if scenario == SMALL_4X4:
+                figures = _measure_nxn(queue, settings)
+            else:
+                args = (queue, SPAWN.Event(), scenario, count, settings.timeout)
+                figures, _ = run_children(
+                    [(_consumer, args), (_producer, args)], settings.timeout, prefix="bench-queue"
+                )
     except Exception as exc:
         return Result(row.label, scenario, "error", reason=str(exc) or type(exc).__name__)
     return Result(row.label, scenario, "ok", figures=figures)
@@ -294,7 +396,7 @@ def ratios(results: Sequence[Result]) -> dict[tuple[str, str], float]:
 
 
 def build_tables(results: Sequence[Result]) -> list[Any]:
-    """The two rich tables: small objects, and 8 MiB arrays."""
+    """The three rich tables: small objects 1 -> 1 and 4 -> 4, and 8 MiB arrays."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
@@ -310,9 +412,14 @@ def build_tables(results: Sequence[Result]) -> list[Any]:
         return t
 
     small = table("small objects (i, 'abc', 2.0), one producer -> one consumer", ["msg/s"])
+    many = table(
+        f"small objects (i, 'abc', 2.0), {PRODUCERS} producers -> {CONSUMERS} consumers",
+        ["msg/s", "min/even"],
+    )
     array = table("8 MiB numpy arrays, one producer -> one consumer", ["arrays/s", "MiB/s"])
+    targets = {SMALL: small, SMALL_4X4: many, ARRAY: array}
     for result in results:
-        target = small if result.scenario == SMALL else array
+        target = targets[result.scenario]
         label = Text(result.label, style="bold" if result.label.startswith("interlink") else "")
         width = 1 if result.scenario == SMALL else 2
         if result.status != "ok":
@@ -328,11 +435,14 @@ def build_tables(results: Sequence[Result]) -> list[Any]:
         f = result.figures
         if result.scenario == SMALL:
             target.add_row(label, Text(f"{f['per_s']:,.0f}"), ratio_text)
+        elif result.scenario == SMALL_4X4:
+            share = Text(f"{f['min_share'] * CONSUMERS:.2f}")
+            target.add_row(label, Text(f"{f['per_s']:,.0f}"), share, ratio_text)
         else:
             target.add_row(
                 label, Text(f"{f['per_s']:,.1f}"), Text(f"{f['mib_per_s']:,.0f}"), ratio_text
             )
-    return [small, array]
+    return [small, many, array]
 
 
 def to_json(host: Any, settings: QueueSettings, results: Sequence[Result]) -> dict[str, Any]:

@@ -216,13 +216,14 @@ def sync(ctx: click.Context, /, **options: Any) -> None:
 @bench_options
 @click.pass_context
 def queue(ctx: click.Context, /, **options: Any) -> None:
-    """Queues: small objects and 8 MiB numpy arrays from one process to another.
+    """Queues: small objects (1 -> 1 and 4 -> 4 processes) and 8 MiB numpy arrays.
 
     interlink.Queue against multiprocessing.Queue and faster_fifo.Queue (when
-    installed), each with its default pickling, one producer and one consumer
-    spawned per measurement; rates are timed in the consumer from its first
-    get to its last. COUNT sets the small objects (arrays: COUNT/1000, at
-    least 4); --idle-seconds and --plot apply to the channel benchmark only.
+    installed), each with its default pickling, the same objects and spawned
+    processes for every queue; rates are timed in the consumers from the
+    first get to the last. COUNT sets the small objects (split over the 4
+    producers in the 4 -> 4 case; arrays: COUNT/1000, at least 4);
+    --idle-seconds and --plot apply to the channel benchmark only.
     """
     opts = merged_options(ctx, options)
     from rich.console import Console
