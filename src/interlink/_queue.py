@@ -37,6 +37,7 @@ from .errors import (
     Full,
     Incompatible,
     InterlinkError,
+    MessageTooLarge,
     NotFound,
 )
 
@@ -519,6 +520,14 @@ class Queue:
         # restart resets what the previous boot's processes left behind.
         if not self._core._same_boot():
             self._core._reboot_recover()
+        # A file can be damaged at rest (disk, copy, a stray write): verify it
+        # and rebuild the derived structures (heap, free stack, extent ring)
+        # from the entry table, so that nothing is lost; a damaged entry
+        # table itself raises Corrupt here, before any operation.
+        try:
+            self._core._check()
+        except Corrupt:
+            self._core._repair()
 
     @property
     def sync(self) -> str:
@@ -634,6 +643,12 @@ class Queue:
         """
         self._check_open()
         records = [self._codec.encode(o) for o in objs]
+        if records and max(map(len, records)) > self._core.arena_bytes:
+            # before any is put: the caller could not learn the count from the error
+            raise MessageTooLarge(
+                f"an object of {max(map(len, records))} bytes encoded can never fit "
+                f"queue {self.name!r} ({self._core.arena_bytes} bytes of capacity)"
+            )
         deadline = None if timeout is None or not block else time.monotonic() + timeout
         if timeout is not None and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")

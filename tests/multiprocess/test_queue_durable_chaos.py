@@ -356,7 +356,7 @@ def _chaos(
 def test_durable_kill9_100k(spawn: Spawn, tmp_path: Path) -> None:
     """2 producers + 2 consumers, 100,000 messages, kill -9 at random until all are put."""
     _chaos(
-        spawn, tmp_path, nprod=2, ncons=2, count=50_000, min_kills=20, kill_every=0.15, budget=150
+        spawn, tmp_path, nprod=2, ncons=2, count=50_000, min_kills=20, kill_every=0.4, budget=150
     )
 
 
