@@ -249,11 +249,16 @@ def _chaos(
     ncons: int,
     count: int,
     min_kills: int,
-    kill_every: float,
     budget: float,
 ) -> None:
     """Run ``nprod`` x ``ncons`` with kills until ``nprod * count`` messages were put
-    (at least ``min_kills`` kills), drain in a fresh process, check (module docstring)."""
+    (at least ``min_kills`` kills), drain in a fresh process, check (module docstring).
+
+    Kills are paced by progress, not by time, so that a fast machine gets as
+    many as a slow one: about ``2 * min_kills`` over the run, the next one
+    after a random 0.5-1.5 share of ``total / (2 * min_kills)`` more messages
+    were put, at a random poll moment, on a random ready child.
+    """
     total = nprod * count
     qpath = tmp_path / "chaos.q"
     logs = tmp_path / "logs"
@@ -266,21 +271,25 @@ def _chaos(
         run.start_consumers(ncons)
         rng = random.Random()
         deadline = time.monotonic() + budget
+        step = total / (2 * min_kills)
+        next_kill = rng.uniform(0.5, 1.5) * step
         while len(run.done) < nprod:
             assert time.monotonic() < deadline, f"not all put in {budget}s ({run.kills} kills)"
-            # A random kill moment (pacing, not synchronization); the
+            # A random poll moment (pacing, not synchronization); a victim's
             # replacement starts at once and is a candidate once it is ready.
-            time.sleep(rng.uniform(0.02, kill_every * 2 - 0.02))
+            time.sleep(rng.uniform(0.005, 0.03))
             run.poll()
-            if run.cons and total - run.put_so_far() + watch.qsize() + 256 < maxsize:
+            progress = run.put_so_far()
+            if run.cons and total - progress + watch.qsize() + 256 < maxsize:
                 # The rest fits in the queue: the consumers die mid-stream,
                 # holding what they hold, and the last messages are put into a
                 # queue nobody consumes.  The fresh process drains it all.
                 for c in list(run.cons):
                     run.kill("consumer", c, replace=False)
             victims = run.victims()
-            if victims:
+            if victims and progress >= next_kill:
                 run.kill(*rng.choice(victims))
+                next_kill += rng.uniform(0.5, 1.5) * step
         for c in list(run.cons):  # the producers were faster: stop the consumers now
             run.kill("consumer", c, replace=False)
     kills = run.kills
@@ -355,15 +364,11 @@ def _chaos(
 
 def test_durable_kill9_100k(spawn: Spawn, tmp_path: Path) -> None:
     """2 producers + 2 consumers, 100,000 messages, kill -9 at random until all are put."""
-    _chaos(
-        spawn, tmp_path, nprod=2, ncons=2, count=50_000, min_kills=20, kill_every=0.4, budget=150
-    )
+    _chaos(spawn, tmp_path, nprod=2, ncons=2, count=50_000, min_kills=20, budget=150)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_durable_kill9_4x4_400k(spawn: Spawn, tmp_path: Path) -> None:
     """4 producers + 4 consumers, 400,000 messages, at least 150 kills."""
-    _chaos(
-        spawn, tmp_path, nprod=4, ncons=4, count=100_000, min_kills=150, kill_every=0.1, budget=700
-    )
+    _chaos(spawn, tmp_path, nprod=4, ncons=4, count=100_000, min_kills=150, budget=700)
