@@ -1,6 +1,7 @@
 """Type stubs for the compiled core (interlink._native)."""
 
 from collections.abc import Callable, Iterable, Sequence
+from types import NotImplementedType
 from typing import Any
 
 from typing_extensions import Buffer
@@ -306,6 +307,25 @@ class QueueCore:
         priority: int = 0,
         tag: int = 0,
     ) -> None: ...
+    def _fast_setup(
+        self,
+        dumps: Callable[[Any, int], bytes] | None,
+        loads: Callable[[bytes], Any] | None,
+        tail: bytes,
+        limit: int,
+        codec: object,
+        watch: int,
+        decode: Callable[[bytes | QueueMessage], Any] | None,
+        errors: tuple[type[BaseException], ...],
+        encode_error: Callable[[Any, BaseException], BaseException],
+        slow: object,
+        defer: bool,
+        /,
+    ) -> None: ...
+    def _put_obj(
+        self, obj: Any, block: bool = True, timeout: float | None = None, priority: int = 0
+    ) -> NotImplementedType | None: ...
+    def _get_obj(self, block: bool = True, timeout: float | None = None) -> Any: ...
     def get(self, block: bool = True, timeout: float | None = None) -> bytes | QueueMessage: ...
     def get_message(self, block: bool = True, timeout: float | None = None) -> QueueMessage: ...
     def get_many(

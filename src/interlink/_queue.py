@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import mmap
 import os
+import pickle
 import secrets
 import stat
 import struct
@@ -24,7 +26,17 @@ from pathlib import Path
 from typing import Any, Final, TypeVar, cast
 
 from . import _native
-from ._codec import _RAW_MASK, _TRAILER, TRAILER_SIZE, Codec, get_codec, pickle_allowed
+from ._codec import (
+    _PARSE_ERRORS,
+    _RAW_MASK,
+    _TRAILER,
+    _WATCH,
+    TRAILER_SIZE,
+    Codec,
+    PickleCodec,
+    get_codec,
+    pickle_allowed,
+)
 from ._segment import _HEADER, Segment, _check_header, _Header, _read_header
 from .errors import (
     AccessDenied,
@@ -73,6 +85,51 @@ def _timeout_left(deadline: float | None) -> float | None:
 
 
 _SYNC_POLICIES: Final = ("os", "always")
+#: What QueueCore._get_obj returns, taking nothing, when Queue.get must take
+#: its own path (closed handle, sync="always").  A unique object: an
+#: unpickled object() is never this one.
+_SLOW: Final = object()
+
+
+def _refuse_pickle(name: str, data: Any) -> None:
+    """Raise AccessDenied unless ``data`` is a raw bytes/bytearray/memoryview
+    record of the pickle codec (those run no code when decoded)."""
+    mv = memoryview(data)
+    try:
+        n = mv.nbytes
+        if n >= TRAILER_SIZE:
+            flags = _TRAILER.unpack_from(mv, n - TRAILER_SIZE)[2]
+            if flags & _RAW_MASK:
+                return
+    finally:
+        mv.release()
+    raise AccessDenied(
+        f"refusing to unpickle a record from queue {name!r}: the segment is not "
+        "owned by this user or is writable by others (pass trusted=True to accept)"
+    )
+
+
+def _decode_record(
+    codec: Codec, pickle_ok: bool, name: str, data: bytes | _native.QueueMessage
+) -> Any:
+    """Decode one record taken from a queue (``bytes``, or a ``QueueMessage``
+    that is released here, deferred while views of it live).
+
+    Refuses pickled records with ``AccessDenied`` unless ``pickle_ok``.  Takes
+    no reference to the Queue: ``QueueCore`` keeps it as its decode callback.
+    """
+    if type(data) is bytes:
+        if not pickle_ok:
+            _refuse_pickle(name, data)
+        return codec.decode(data)
+    assert isinstance(data, _native.QueueMessage)
+    try:
+        if not pickle_ok:
+            _refuse_pickle(name, data)
+        # Views of out-of-band buffers defer the release until they go.
+        return codec.decode(data, copy=False)
+    finally:
+        data.release()
 
 
 class _DurableFile:
@@ -360,6 +417,7 @@ class Queue:
             self._pickle_ok = not self._codec.runs_code or pickle_allowed(
                 st.st_uid, stat.S_IMODE(st.st_mode), bool(trusted) or self._codec.trusted
             )
+            self._setup_fast_path()
         except BaseException:
             self._close_handle()
             raise
@@ -400,6 +458,31 @@ class Queue:
         """Whether the queue lives in a file and redelivers unacknowledged messages."""
         return self._durable
 
+    def _setup_fast_path(self) -> None:
+        # put/get make one native call per object (QueueCore._put_obj /
+        # _get_obj): for the stock pickle codec, small pickles are framed and
+        # unframed there; everything else goes through the codec.  The
+        # callbacks hold no reference to this Queue (no cycle: __del__ closes).
+        codec = self._codec
+        decode = functools.partial(_decode_record, codec, self._pickle_ok, self.name)
+        fast = type(codec) is PickleCodec
+        core = self._core
+        self._put_obj = core._put_obj  # bound to the core, not to self: no cycle
+        self._get_obj = core._get_obj
+        core._fast_setup(
+            pickle.dumps if fast else None,
+            pickle.loads if fast and self._pickle_ok else None,
+            codec._tail,
+            codec._fast_limit if fast else 0,  # type: ignore[attr-defined]
+            codec,
+            _WATCH,
+            decode,
+            _PARSE_ERRORS,
+            codec._encode_error,
+            _SLOW,
+            self._sync_always,  # put/get then sync: the Python path
+        )
+
     def _boot_check(self) -> None:
         # Under the file's exclusive flock: the first opener after a machine
         # restart resets what the previous boot's processes left behind.
@@ -437,34 +520,10 @@ class Queue:
             raise QueueClosed(f"{self._kind_name} {self.name!r} is closed")
 
     def _refuse_pickle(self, data: Any) -> None:
-        # Raw bytes / bytearray / memoryview records run no code: allowed.
-        mv = memoryview(data)
-        try:
-            n = mv.nbytes
-            if n >= TRAILER_SIZE:
-                flags = _TRAILER.unpack_from(mv, n - TRAILER_SIZE)[2]
-                if flags & _RAW_MASK:
-                    return
-        finally:
-            mv.release()
-        raise AccessDenied(
-            f"refusing to unpickle a record from queue {self.name!r}: the segment is not "
-            "owned by this user or is writable by others (pass trusted=True to accept)"
-        )
+        _refuse_pickle(self.name, data)
 
     def _decode(self, data: bytes | _native.QueueMessage) -> Any:
-        if type(data) is bytes:
-            if not self._pickle_ok:
-                self._refuse_pickle(data)
-            return self._codec.decode(data)
-        assert isinstance(data, _native.QueueMessage)
-        try:
-            if not self._pickle_ok:
-                self._refuse_pickle(data)
-            # Views of out-of-band buffers defer the release until they go.
-            return self._codec.decode(data, copy=False)
-        finally:
-            data.release()
+        return _decode_record(self._codec, self._pickle_ok, self.name, data)
 
     def _put_record(self, obj: Any, block: bool, timeout: float | None, priority: int) -> None:
         record = self._codec.encode(obj)
@@ -485,6 +544,12 @@ class Queue:
         (the record can never fit ``capacity``), ``EncodeError``,
         ``QueueClosed`` after ``close()``.
         """
+        # One native call for a small pickle; NotImplemented: not done, the
+        # codec encodes (and a closed handle raises) below.
+        if self._put_obj(obj, block, timeout, priority) is not None:
+            self._put_slow(obj, block, timeout, priority)
+
+    def _put_slow(self, obj: Any, block: bool, timeout: float | None, priority: int) -> None:
         self._check_open()
         self._put_record(obj, block, timeout, priority)
         if self._sync_always:
@@ -557,9 +622,10 @@ class Queue:
         ``AccessDenied`` (a pickled record from an untrusted segment),
         ``QueueClosed`` after ``close()``.
         """
-        self._check_open()
-        value = self._decode(self._core.get(block, timeout))
-        if self._sync_always:
+        value = self._get_obj(block, timeout)  # decoded (see _setup_fast_path)
+        if value is _SLOW:  # closed, or synced after each get: nothing taken yet
+            self._check_open()
+            value = self._decode(self._core.get(block, timeout))
             self._synced()
         return value
 

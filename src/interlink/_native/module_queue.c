@@ -46,6 +46,21 @@ typedef struct {
     int busy;        /* threads inside a GIL-free section on this handle */
     Py_ssize_t live; /* QueueMessage objects that view the mapping */
     int64_t spin_ns; /* adaptive spin of a consumer before it registers and sleeps */
+    /* The codec fast path (_fast_setup; docs/design/codec.md "Performance"):
+     * small pickles are framed on put and unframed on get here, in one call. */
+    PyObject *f_dumps;      /* pickle.dumps, or NULL: _put_obj always defers */
+    PyObject *f_loads;      /* pickle.loads, or NULL: _get_obj hands every record to f_decode */
+    PyObject *f_codec;      /* the PickleCodec (its `_watch` hint) */
+    PyObject *f_watch_name; /* "_watch" */
+    PyObject *f_watch;      /* stored in codec._watch after a big pickle */
+    PyObject *f_proto;      /* the int 5 (pickle protocol) */
+    PyObject *f_decode;     /* record -> object: every record the fast path does not take */
+    PyObject *f_errors;     /* payload parser errors: reported as Corrupt */
+    PyObject *f_enc_error;  /* (obj, exc) -> EncodeError */
+    PyObject *f_slow;       /* what _get_obj returns when the caller must take its own path */
+    int f_defer;            /* _put_obj / _get_obj always defer (e.g. a sync="always" queue) */
+    Py_ssize_t f_limit;     /* pickles at least this long go through the codec */
+    uint8_t f_tail[8];      /* the codec's trailer of a plain pickle record */
     module_state *st;
     PyObject *weakreflist;
     PyObject *dict;
@@ -194,12 +209,37 @@ static int q_traverse(QObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->dict);
+    Py_VISIT(self->f_dumps);
+    Py_VISIT(self->f_loads);
+    Py_VISIT(self->f_codec);
+    Py_VISIT(self->f_watch_name);
+    Py_VISIT(self->f_watch);
+    Py_VISIT(self->f_proto);
+    Py_VISIT(self->f_decode);
+    Py_VISIT(self->f_errors);
+    Py_VISIT(self->f_enc_error);
+    Py_VISIT(self->f_slow);
     return 0;
+}
+
+static void q_fast_clear(QObject *self)
+{
+    Py_CLEAR(self->f_dumps);
+    Py_CLEAR(self->f_loads);
+    Py_CLEAR(self->f_codec);
+    Py_CLEAR(self->f_watch_name);
+    Py_CLEAR(self->f_watch);
+    Py_CLEAR(self->f_proto);
+    Py_CLEAR(self->f_decode);
+    Py_CLEAR(self->f_errors);
+    Py_CLEAR(self->f_enc_error);
+    Py_CLEAR(self->f_slow);
 }
 
 static int q_clear(QObject *self)
 {
     Py_CLEAR(self->dict);
+    q_fast_clear(self);
     return 0;
 }
 
@@ -218,6 +258,7 @@ static void q_dealloc(QObject *self)
         PyBuffer_Release(&self->buf);
     }
     Py_CLEAR(self->dict);
+    q_fast_clear(self);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -721,10 +762,10 @@ static int parse_block_timeout(PyObject *block, PyObject *timeout, int64_t *time
 
 /* Put one payload that is copied outside the mutex: reserve (blocking as
  * asked), copy with the GIL released, commit (always completes). */
-static int put_large(QObject *self, const Py_buffer *v, int32_t prio, uint32_t tag,
+static int put_large(QObject *self, const void *data, uint64_t len, int32_t prio, uint32_t tag,
                      int64_t timeout_ns)
 {
-    reserve_ctx c = {(uint64_t)v->len, prio, tag, {0}};
+    reserve_ctx c = {len, prio, tag, {0}};
     int rc = q_drive(self, IL_Q_WAIT_PUT, IL_FULL, timeout_ns, attempt_reserve, &c);
     if (rc != IL_OK)
         return rc;
@@ -732,7 +773,7 @@ static int put_large(QObject *self, const Py_buffer *v, int32_t prio, uint32_t t
     self->busy++;
     Py_BEGIN_ALLOW_THREADS
     if (dst != NULL)
-        memcpy(dst, v->buf, (size_t)v->len);
+        memcpy(dst, data, (size_t)len);
     do
         rc = dst != NULL ? il_q_commit(&self->h, self->ident, &c.m, -1)
                          : il_q_abort(&self->h, self->ident, &c.m, -1);
@@ -742,6 +783,18 @@ static int put_large(QObject *self, const Py_buffer *v, int32_t prio, uint32_t t
     if (dst == NULL && rc == IL_OK)
         rc = IL_CORRUPT;
     return rc;
+}
+
+/* Put one payload: copied under the mutex up to IL_Q_INLINE_COPY bytes,
+ * else reserve / copy outside / commit (put_large). */
+static int put_payload(QObject *self, const void *data, uint64_t len, int32_t prio,
+                       uint32_t tag, int64_t timeout_ns)
+{
+    if (len > IL_Q_INLINE_COPY)
+        return put_large(self, data, len, prio, tag, timeout_ns);
+    il_q_item it = {data, len, prio, tag};
+    put_ctx c = {&it, 1, 0};
+    return q_drive(self, IL_Q_WAIT_PUT, IL_FULL, timeout_ns, attempt_put, &c);
 }
 
 PyDoc_STRVAR(q_put_doc,
@@ -767,14 +820,7 @@ static PyObject *q_put(QObject *self, PyObject *const *args, Py_ssize_t nargs,
     Py_buffer v;
     if (PyObject_GetBuffer(a[0], &v, PyBUF_SIMPLE) < 0)
         return NULL;
-    int rc;
-    if ((uint64_t)v.len > IL_Q_INLINE_COPY) {
-        rc = put_large(self, &v, prio, tag, timeout_ns);
-    } else {
-        il_q_item it = {v.buf, (uint64_t)v.len, prio, tag};
-        put_ctx c = {&it, 1, 0};
-        rc = q_drive(self, IL_Q_WAIT_PUT, IL_FULL, timeout_ns, attempt_put, &c);
-    }
+    int rc = put_payload(self, v.buf, (uint64_t)v.len, prio, tag, timeout_ns);
     PyBuffer_Release(&v);
     if (rc < 0)
         return NULL;
@@ -938,7 +984,7 @@ static PyObject *q_put_many(QObject *self, PyObject *const *args, Py_ssize_t nar
                 left = 0;
         }
         if (items[done].len > IL_Q_INLINE_COPY) {
-            rc = put_large(self, &views[done], prio, tag, left);
+            rc = put_large(self, views[done].buf, (uint64_t)views[done].len, prio, tag, left);
             if (rc == IL_OK)
                 done++;
         } else {
@@ -1149,6 +1195,259 @@ static PyObject *q_get_many(QObject *self, PyObject *const *args, Py_ssize_t nar
     }
     settle_many(self, small, nsmall, 0);
     return list;
+}
+
+/* ======================================================================= */
+/* QueueCore: the codec fast path (objects in, objects out)                */
+/* ======================================================================= */
+
+/* The current exception, normalized, with its traceback attached (owned). */
+static PyObject *fetch_exc(void)
+{
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyErr_NormalizeException(&et, &ev, &tb);
+    if (ev != NULL && tb != NULL)
+        PyException_SetTraceback(ev, tb);
+    Py_XDECREF(et);
+    Py_XDECREF(tb);
+    return ev;
+}
+
+/* Raise `exc` (owned; NULL: an exception is already set) as `raise exc from
+ * cause` does (cause owned). */
+static void raise_from(PyObject *exc, PyObject *cause)
+{
+    if (exc == NULL) {
+        Py_XDECREF(cause);
+        return;
+    }
+    if (!PyExceptionInstance_Check(exc)) {
+        Py_DECREF(exc);
+        Py_XDECREF(cause);
+        PyErr_SetString(PyExc_TypeError, "the queue's error factory returned a non-exception");
+        return;
+    }
+    if (cause != NULL) {
+        PyException_SetContext(exc, Py_NewRef(cause)); /* steals */
+        PyException_SetCause(exc, cause);              /* steals; suppresses the context */
+    }
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, NULL);
+}
+
+PyDoc_STRVAR(q_fast_setup_doc,
+             "_fast_setup($self, dumps, loads, tail, limit, codec, watch, decode, errors, "
+             "encode_error, slow, defer, /)\n--\n\n"
+             "Configure _put_obj / _get_obj (the Queue's object path).  Both defer to the "
+             "caller's own path -- _put_obj returning NotImplemented, _get_obj returning "
+             "`slow` -- when the handle is closed or `defer` is true.  `dumps` (pickle.dumps "
+             "or None: _put_obj always returns NotImplemented) pickles objects other than "
+             "exact bytes/bytearray/memoryview while `codec._watch` is 0; a pickle shorter "
+             "than `limit` is put as pickle + `tail` (8 bytes) in one call, a longer one sets "
+             "`codec._watch = watch` and defers (NotImplemented).  `loads` (or None) unpickles "
+             "a record whose last 8 bytes equal `tail`, copied out of the queue; its `errors` "
+             "(a tuple) become Corrupt.  Every other record goes to `decode(record)`.  "
+             "`encode_error(obj, exc)` builds the exception raised from a failed dumps.");
+
+static PyObject *q_fast_setup(QObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "_fast_setup() takes 11 arguments");
+        return NULL;
+    }
+    int defer = PyObject_IsTrue(args[10]);
+    if (defer < 0)
+        return NULL;
+    PyObject *dumps = args[0], *loads = args[1], *tail = args[2], *limit = args[3];
+    PyObject *codec = args[4], *watch = args[5], *decode = args[6], *errors = args[7];
+    PyObject *enc_error = args[8];
+    if (!PyBytes_Check(tail) || PyBytes_GET_SIZE(tail) != 8) {
+        PyErr_SetString(PyExc_ValueError, "tail must be 8 bytes");
+        return NULL;
+    }
+    Py_ssize_t lim = PyLong_AsSsize_t(limit);
+    if (lim == -1 && PyErr_Occurred())
+        return NULL;
+    if (!PyTuple_Check(errors)) {
+        PyErr_SetString(PyExc_TypeError, "errors must be a tuple of exception types");
+        return NULL;
+    }
+    if (decode != Py_None && !PyCallable_Check(decode)) {
+        PyErr_SetString(PyExc_TypeError, "decode must be callable or None");
+        return NULL;
+    }
+    PyObject *name = PyUnicode_InternFromString("_watch");
+    PyObject *proto = PyLong_FromLong(5);
+    if (name == NULL || proto == NULL) {
+        Py_XDECREF(name);
+        Py_XDECREF(proto);
+        return NULL;
+    }
+    q_fast_clear(self);
+    self->f_dumps = dumps == Py_None ? NULL : Py_NewRef(dumps);
+    self->f_loads = loads == Py_None ? NULL : Py_NewRef(loads);
+    self->f_codec = Py_NewRef(codec);
+    self->f_watch_name = name;
+    self->f_watch = Py_NewRef(watch);
+    self->f_proto = proto;
+    self->f_decode = decode == Py_None ? NULL : Py_NewRef(decode);
+    self->f_errors = Py_NewRef(errors);
+    self->f_enc_error = Py_NewRef(enc_error);
+    self->f_slow = Py_NewRef(args[9]);
+    self->f_defer = defer;
+    self->f_limit = lim;
+    memcpy(self->f_tail, PyBytes_AS_STRING(tail), 8);
+    Py_RETURN_NONE;
+}
+
+/* dumps failed: MemoryError and non-Exception exceptions propagate as they
+ * are, others become encode_error(obj, exc) raised from exc. */
+static void encode_failed(QObject *self, PyObject *obj)
+{
+    if (PyErr_ExceptionMatches(PyExc_MemoryError) || !PyErr_ExceptionMatches(PyExc_Exception))
+        return;
+    PyObject *cause = fetch_exc();
+    raise_from(PyObject_CallFunctionObjArgs(self->f_enc_error, obj, cause, NULL), cause);
+}
+
+PyDoc_STRVAR(q_put_obj_doc,
+             "_put_obj($self, obj, block=True, timeout=None, priority=0)\n--\n\n"
+             "Put `obj` as the configured pickle codec would encode it, in one call: None.  "
+             "NotImplemented (nothing put) when the caller must take its own path: handle "
+             "closed, deferring, no fast path configured, a bytes/bytearray/memoryview, the "
+             "codec watching for out-of-band buffers, or a pickle of at least the limit.  "
+             "Raises like put(), and the codec's EncodeError.");
+
+static PyObject *q_put_obj(QObject *self, PyObject *const *args, Py_ssize_t nargs,
+                           PyObject *kwnames)
+{
+    static const char *const names[] = {"obj", "block", "timeout", "priority", NULL};
+    PyObject *a[4];
+    if (fast_args("_put_obj", args, nargs, kwnames, names, 1, a) < 0)
+        return NULL;
+    PyObject *obj = a[0];
+    /* the pickle codec sends these exact types unpickled (_codec._RAW_KINDS) */
+    if (self->closed || self->f_defer || self->f_dumps == NULL || Py_IS_TYPE(obj, &PyBytes_Type) ||
+        Py_IS_TYPE(obj, &PyByteArray_Type) || Py_IS_TYPE(obj, &PyMemoryView_Type))
+        Py_RETURN_NOTIMPLEMENTED;
+    PyObject *w = PyObject_GetAttr(self->f_codec, self->f_watch_name);
+    if (w == NULL)
+        return NULL;
+    int watching = PyObject_IsTrue(w);
+    Py_DECREF(w);
+    if (watching < 0)
+        return NULL;
+    if (watching)
+        Py_RETURN_NOTIMPLEMENTED;
+    int64_t timeout_ns;
+    int32_t prio;
+    if (parse_block_timeout(a[1], a[2], &timeout_ns) < 0 || parse_prio(a[3], &prio) < 0 ||
+        q_check(self) < 0)
+        return NULL;
+    PyObject *pargs[2] = {obj, self->f_proto};
+    PyObject *data = PyObject_Vectorcall(self->f_dumps, pargs, 2, NULL);
+    if (data == NULL) {
+        encode_failed(self, obj);
+        return NULL;
+    }
+    if (!PyBytes_Check(data)) {
+        Py_DECREF(data);
+        PyErr_SetString(PyExc_TypeError, "the fast path's dumps did not return bytes");
+        return NULL;
+    }
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    if (n >= self->f_limit) {
+        /* big enough to hold an out-of-band buffer: the codec pickles it
+         * again watching for them (what PickleCodec.encode does) */
+        Py_DECREF(data);
+        if (PyObject_SetAttr(self->f_codec, self->f_watch_name, self->f_watch) < 0)
+            return NULL;
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    uint64_t len = (uint64_t)n + 8;
+    int rc;
+    if (len <= IL_Q_INLINE_COPY) {
+        uint8_t rec[IL_Q_INLINE_COPY];
+        memcpy(rec, PyBytes_AS_STRING(data), (size_t)n);
+        memcpy(rec + n, self->f_tail, 8);
+        Py_DECREF(data);
+        rc = put_payload(self, rec, len, prio, 0, timeout_ns);
+    } else {
+        PyObject *rec = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
+        if (rec == NULL) {
+            Py_DECREF(data);
+            return NULL;
+        }
+        memcpy(PyBytes_AS_STRING(rec), PyBytes_AS_STRING(data), (size_t)n);
+        memcpy(PyBytes_AS_STRING(rec) + n, self->f_tail, 8);
+        Py_DECREF(data);
+        rc = put_payload(self, PyBytes_AS_STRING(rec), len, prio, 0, timeout_ns);
+        Py_DECREF(rec);
+    }
+    if (rc < 0)
+        return NULL;
+    if (rc != IL_OK)
+        return q_raise(self, rc, "put");
+    Py_RETURN_NONE;
+}
+
+/* Unpickle the payload of a plain pickle record (the trailer checked). */
+static PyObject *fast_loads(QObject *self, const uint8_t *payload, Py_ssize_t n)
+{
+    PyObject *b = PyBytes_FromStringAndSize((const char *)payload, n);
+    if (b == NULL)
+        return NULL;
+    PyObject *r = PyObject_CallOneArg(self->f_loads, b);
+    Py_DECREF(b);
+    if (r == NULL && PyErr_ExceptionMatches(self->f_errors)) {
+        PyObject *cause = fetch_exc();
+        PyObject *msg = PyUnicode_FromFormat("pickle payload could not be decoded: %S", cause);
+        raise_from(msg ? PyObject_CallOneArg(self->st->Corrupt, msg) : NULL, cause);
+        Py_XDECREF(msg);
+    }
+    return r;
+}
+
+PyDoc_STRVAR(q_get_obj_doc,
+             "_get_obj($self, block=True, timeout=None)\n--\n\n"
+             "Take the next message (waiting as get()) and return it decoded: a small plain "
+             "pickle record of this user is checked and unpickled here; every other record "
+             "(bytes, or a QueueMessage above QUEUE_INLINE_COPY) is returned by the "
+             "configured decode(record) (the raw record when none is configured).  Returns "
+             "the configured `slow` object, taking nothing, when the handle is closed or "
+             "deferring (the caller takes its own path).");
+
+static PyObject *q_get_obj(QObject *self, PyObject *const *args, Py_ssize_t nargs,
+                           PyObject *kwnames)
+{
+    if ((self->closed || self->f_defer) && self->f_slow != NULL)
+        return Py_NewRef(self->f_slow);
+    int64_t timeout_ns;
+    if (parse_get_args("_get_obj", args, nargs, kwnames, &timeout_ns) < 0 || q_check(self) < 0)
+        return NULL;
+    uint8_t buf[IL_Q_INLINE_COPY];
+    take_ctx c = {buf, sizeof buf, {0}};
+    int rc = q_drive(self, IL_Q_WAIT_GET, IL_EMPTY, timeout_ns, attempt_take, &c);
+    if (rc < 0)
+        return NULL;
+    if (rc != IL_OK)
+        return q_raise(self, rc, "get");
+    PyObject *data;
+    if (c.m.copied) {
+        Py_ssize_t n = (Py_ssize_t)c.m.len;
+        if (self->f_loads != NULL && n >= 8 && memcmp(buf + n - 8, self->f_tail, 8) == 0)
+            return fast_loads(self, buf, n - 8);
+        data = PyBytes_FromStringAndSize((const char *)buf, n);
+    } else {
+        data = deliver(self, &c);
+        if (data != NULL && (self->h.flags & IL_Q_DURABLE))
+            ((QMsgObject *)data)->nack = 0; /* get() delivers: dropping the view acks it */
+    }
+    if (data == NULL || self->f_decode == NULL)
+        return data;
+    PyObject *r = PyObject_CallOneArg(self->f_decode, data);
+    Py_DECREF(data);
+    return r;
 }
 
 /* ======================================================================= */
@@ -1455,6 +1754,9 @@ static PyMethodDef q_methods[] = {
     {"put", (PyCFunction)(void (*)(void))q_put, FASTKW, q_put_doc},
     {"put_many", (PyCFunction)(void (*)(void))q_put_many, FASTKW, q_put_many_doc},
     {"_put_into", (PyCFunction)(void (*)(void))q_put_into, FASTKW, q_put_into_doc},
+    {"_put_obj", (PyCFunction)(void (*)(void))q_put_obj, FASTKW, q_put_obj_doc},
+    {"_get_obj", (PyCFunction)(void (*)(void))q_get_obj, FASTKW, q_get_obj_doc},
+    {"_fast_setup", (PyCFunction)(void (*)(void))q_fast_setup, METH_FASTCALL, q_fast_setup_doc},
     {"get", (PyCFunction)(void (*)(void))q_get, FASTKW, q_get_doc},
     {"get_message", (PyCFunction)(void (*)(void))q_get_message, FASTKW, q_get_message_doc},
     {"get_many", (PyCFunction)(void (*)(void))q_get_many, FASTKW, q_get_many_doc},
