@@ -1,7 +1,6 @@
 """Type stubs for the compiled core (interlink._native)."""
 
 from collections.abc import Callable, Iterable, Sequence
-from types import NotImplementedType
 from typing import Any
 
 from typing_extensions import Buffer
@@ -309,22 +308,25 @@ class QueueCore:
     ) -> None: ...
     def _fast_setup(
         self,
-        dumps: Callable[[Any, int], bytes] | None,
-        loads: Callable[[bytes], Any] | None,
-        tail: bytes,
-        limit: int,
+        *,
+        owner: Callable[[], object],
+        put_slow: Callable[[Any, Any, bool, float | None, int], None],
+        get_slow: Callable[[Any, bool, float | None], Any],
+        closed: type[BaseException],
         codec: object,
-        watch: int,
-        decode: Callable[[bytes | QueueMessage], Any] | None,
+        decode: Callable[[bytes | QueueMessage], Any],
         errors: tuple[type[BaseException], ...],
         encode_error: Callable[[Any, BaseException], BaseException],
-        slow: object,
-        defer: bool,
-        /,
+        dumps: Callable[[Any, int], bytes] | None = None,
+        loads: Callable[[bytes], Any] | None = None,
+        tail: bytes = b"",
+        limit: int = 0,
+        watch: int = 0,
+        defer: bool = False,
     ) -> None: ...
     def _put_obj(
         self, obj: Any, block: bool = True, timeout: float | None = None, priority: int = 0
-    ) -> NotImplementedType | None: ...
+    ) -> None: ...
     def _get_obj(self, block: bool = True, timeout: float | None = None) -> Any: ...
     def get(self, block: bool = True, timeout: float | None = None) -> bytes | QueueMessage: ...
     def get_message(self, block: bool = True, timeout: float | None = None) -> QueueMessage: ...

@@ -20,6 +20,7 @@ import secrets
 import stat
 import struct
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import astuple
 from pathlib import Path
@@ -85,10 +86,6 @@ def _timeout_left(deadline: float | None) -> float | None:
 
 
 _SYNC_POLICIES: Final = ("os", "always")
-#: What QueueCore._get_obj returns, taking nothing, when Queue.get must take
-#: its own path (closed handle, sync="always").  A unique object: an
-#: unpickled object() is never this one.
-_SLOW: Final = object()
 
 
 def _refuse_pickle(name: str, data: Any) -> None:
@@ -459,29 +456,39 @@ class Queue:
         return self._durable
 
     def _setup_fast_path(self) -> None:
-        # put/get make one native call per object (QueueCore._put_obj /
-        # _get_obj): for the stock pickle codec, small pickles are framed and
-        # unframed there; everything else goes through the codec.  The
-        # callbacks hold no reference to this Queue (no cycle: __del__ closes).
+        # put and get are one native call per object (docs/design/queue.md
+        # section 7): QueueCore._put_obj / _get_obj frame and unframe small
+        # pickles of the stock pickle codec themselves and hand everything
+        # else to _put_slow / _get_slow.  The core holds only a weak reference
+        # to this Queue and functions that hold none, so dropping the last
+        # reference still closes the queue at once (__del__, no cycle).
         codec = self._codec
-        decode = functools.partial(_decode_record, codec, self._pickle_ok, self.name)
-        fast = type(codec) is PickleCodec
         core = self._core
-        self._put_obj = core._put_obj  # bound to the core, not to self: no cycle
-        self._get_obj = core._get_obj
+        fast = type(codec) is PickleCodec
+        cls = type(self)
         core._fast_setup(
-            pickle.dumps if fast else None,
-            pickle.loads if fast and self._pickle_ok else None,
-            codec._tail,
-            codec._fast_limit if fast else 0,  # type: ignore[attr-defined]
-            codec,
-            _WATCH,
-            decode,
-            _PARSE_ERRORS,
-            codec._encode_error,
-            _SLOW,
-            self._sync_always,  # put/get then sync: the Python path
+            owner=weakref.ref(self),
+            put_slow=cls._put_slow,
+            get_slow=cls._get_slow,
+            closed=QueueClosed,
+            codec=codec,
+            decode=functools.partial(_decode_record, codec, self._pickle_ok, self.name),
+            errors=_PARSE_ERRORS,
+            encode_error=codec._encode_error,
+            dumps=pickle.dumps if fast else None,
+            loads=pickle.loads if fast and self._pickle_ok else None,
+            tail=codec._tail,
+            limit=codec._fast_limit if fast else 0,  # type: ignore[attr-defined]
+            watch=_WATCH,
+            defer=self._sync_always,  # put/get then sync: the Python path
         )
+        # The native methods are bound to the core, not to self (no cycle);
+        # as instance attributes they skip a Python frame per call.  Not when
+        # a subclass overrides put or get.
+        if cls.put is Queue.put:
+            self.__dict__["put"] = core._put_obj
+        if cls.get is Queue.get:
+            self.__dict__["get"] = core._get_obj
 
     def _boot_check(self) -> None:
         # Under the file's exclusive flock: the first opener after a machine
@@ -544,12 +551,12 @@ class Queue:
         (the record can never fit ``capacity``), ``EncodeError``,
         ``QueueClosed`` after ``close()``.
         """
-        # One native call for a small pickle; NotImplemented: not done, the
-        # codec encodes (and a closed handle raises) below.
-        if self._put_obj(obj, block, timeout, priority) is not None:
-            self._put_slow(obj, block, timeout, priority)
+        # Instances use the native method directly (_setup_fast_path); this
+        # definition serves subclasses that override put and call it.
+        self._core._put_obj(obj, block, timeout, priority)
 
     def _put_slow(self, obj: Any, block: bool, timeout: float | None, priority: int) -> None:
+        # Everything QueueCore._put_obj does not put itself: the codec's path.
         self._check_open()
         self._put_record(obj, block, timeout, priority)
         if self._sync_always:
@@ -622,10 +629,13 @@ class Queue:
         ``AccessDenied`` (a pickled record from an untrusted segment),
         ``QueueClosed`` after ``close()``.
         """
-        value = self._get_obj(block, timeout)  # decoded (see _setup_fast_path)
-        if value is _SLOW:  # closed, or synced after each get: nothing taken yet
-            self._check_open()
-            value = self._decode(self._core.get(block, timeout))
+        return self._core._get_obj(block, timeout)  # see put
+
+    def _get_slow(self, block: bool, timeout: float | None) -> Any:
+        # QueueCore._get_obj's path for a closed handle or sync="always".
+        self._check_open()
+        value = self._decode(self._core.get(block, timeout))
+        if self._sync_always:
             self._synced()
         return value
 

@@ -444,3 +444,48 @@ def test_queue_handle_is_freed_without_the_cycle_collector() -> None:
             il.Queue(name, create=False)
     finally:
         gc.enable()
+
+
+class _CountingQueue(il.Queue):
+    puts = 0
+
+    def put(
+        self, obj: Any, block: bool = True, timeout: float | None = None, *, priority: int = 0
+    ) -> None:
+        type(self).puts += 1
+        super().put(obj, block, timeout, priority=priority)
+
+
+def test_put_and_get_are_native_unless_overridden() -> None:
+    with il.Queue() as q:
+        assert "put" in vars(q) and "get" in vars(q)  # the core's methods, no Python frame
+        q.put("a", priority=1)
+        q.put("b", True, 5, priority=2)
+        q.put_nowait("c", priority=3)
+        assert q.get(timeout=5) == "c"
+        assert q.get(True, 5) == "b"
+        assert q.get_nowait() == "a"
+        with pytest.raises(TypeError):
+            q.put()  # type: ignore[call-arg]
+        with pytest.raises(TypeError):
+            q.get(1, 2, 3)  # type: ignore[call-arg]
+        with pytest.raises(ValueError):
+            q.put("x", True, -1)  # a negative timeout, as multiprocessing
+        assert q.empty()
+    with _CountingQueue() as cq:
+        assert "put" not in vars(cq) and "get" in vars(cq)
+        cq.put((1, 2))
+        cq.put(b"raw")
+        assert cq.get(timeout=5) == (1, 2) and cq.get(timeout=5) == b"raw"
+        assert _CountingQueue.puts == 2
+
+
+def test_bound_put_outliving_its_queue_raises_closed() -> None:
+    q = il.Queue()
+    put, get = q.put, q.get
+    put(1)
+    del q  # closes the handle (no other reference)
+    with pytest.raises(il.QueueClosed):
+        put(2)
+    with pytest.raises(il.QueueClosed):
+        get()

@@ -46,18 +46,22 @@ typedef struct {
     int busy;        /* threads inside a GIL-free section on this handle */
     Py_ssize_t live; /* QueueMessage objects that view the mapping */
     int64_t spin_ns; /* adaptive spin of a consumer before it registers and sleeps */
-    /* The codec fast path (_fast_setup; docs/design/codec.md "Performance"):
-     * small pickles are framed on put and unframed on get here, in one call. */
+    /* The object path (_fast_setup; docs/design/queue.md section 7): small
+     * pickles are framed on put and unframed on get here, in one call;
+     * everything else is handed to the Queue's own Python path. */
     PyObject *f_dumps;      /* pickle.dumps, or NULL: _put_obj always defers */
     PyObject *f_loads;      /* pickle.loads, or NULL: _get_obj hands every record to f_decode */
-    PyObject *f_codec;      /* the PickleCodec (its `_watch` hint) */
+    PyObject *f_codec;      /* the codec (a PickleCodec's `_watch` hint) */
     PyObject *f_watch_name; /* "_watch" */
     PyObject *f_watch;      /* stored in codec._watch after a big pickle */
     PyObject *f_proto;      /* the int 5 (pickle protocol) */
     PyObject *f_decode;     /* record -> object: every record the fast path does not take */
     PyObject *f_errors;     /* payload parser errors: reported as Corrupt */
     PyObject *f_enc_error;  /* (obj, exc) -> EncodeError */
-    PyObject *f_slow;       /* what _get_obj returns when the caller must take its own path */
+    PyObject *f_owner;      /* weak reference to the Queue (no cycle) */
+    PyObject *f_put_slow;   /* (queue, obj, block, timeout, priority): the Python put */
+    PyObject *f_get_slow;   /* (queue, block, timeout): the Python get */
+    PyObject *f_closed;     /* exception type raised when the Queue is gone */
     int f_defer;            /* _put_obj / _get_obj always defer (e.g. a sync="always" queue) */
     Py_ssize_t f_limit;     /* pickles at least this long go through the codec */
     uint8_t f_tail[8];      /* the codec's trailer of a plain pickle record */
@@ -218,7 +222,10 @@ static int q_traverse(QObject *self, visitproc visit, void *arg)
     Py_VISIT(self->f_decode);
     Py_VISIT(self->f_errors);
     Py_VISIT(self->f_enc_error);
-    Py_VISIT(self->f_slow);
+    Py_VISIT(self->f_owner);
+    Py_VISIT(self->f_put_slow);
+    Py_VISIT(self->f_get_slow);
+    Py_VISIT(self->f_closed);
     return 0;
 }
 
@@ -233,7 +240,10 @@ static void q_fast_clear(QObject *self)
     Py_CLEAR(self->f_decode);
     Py_CLEAR(self->f_errors);
     Py_CLEAR(self->f_enc_error);
-    Py_CLEAR(self->f_slow);
+    Py_CLEAR(self->f_owner);
+    Py_CLEAR(self->f_put_slow);
+    Py_CLEAR(self->f_get_slow);
+    Py_CLEAR(self->f_closed);
 }
 
 static int q_clear(QObject *self)
@@ -1236,46 +1246,65 @@ static void raise_from(PyObject *exc, PyObject *cause)
 }
 
 PyDoc_STRVAR(q_fast_setup_doc,
-             "_fast_setup($self, dumps, loads, tail, limit, codec, watch, decode, errors, "
-             "encode_error, slow, defer, /)\n--\n\n"
-             "Configure _put_obj / _get_obj (the Queue's object path).  Both defer to the "
-             "caller's own path -- _put_obj returning NotImplemented, _get_obj returning "
-             "`slow` -- when the handle is closed or `defer` is true.  `dumps` (pickle.dumps "
-             "or None: _put_obj always returns NotImplemented) pickles objects other than "
-             "exact bytes/bytearray/memoryview while `codec._watch` is 0; a pickle shorter "
-             "than `limit` is put as pickle + `tail` (8 bytes) in one call, a longer one sets "
-             "`codec._watch = watch` and defers (NotImplemented).  `loads` (or None) unpickles "
-             "a record whose last 8 bytes equal `tail`, copied out of the queue; its `errors` "
+             "_fast_setup($self, *, owner, put_slow, get_slow, closed, codec, decode, "
+             "errors, encode_error, dumps=None, loads=None, tail=b'', limit=0, watch=0, "
+             "defer=False)\n--\n\n"
+             "Configure _put_obj / _get_obj, the Queue's put and get.  They take the Queue's "
+             "own Python path -- put_slow(queue, obj, block, timeout, priority) and "
+             "get_slow(queue, block, timeout), with queue = owner() (a weak reference; "
+             "`closed` is raised when it is gone) -- when the handle is closed or `defer` is "
+             "true.  `dumps` (pickle.dumps, or None: put_slow always) pickles objects other "
+             "than exact bytes/bytearray/memoryview while `codec._watch` is 0; a pickle "
+             "shorter than `limit` is put as pickle + `tail` (8 bytes), a longer one sets "
+             "`codec._watch = watch` and goes to put_slow.  `loads` (or None) unpickles a "
+             "record whose last 8 bytes equal `tail`, copied out of the queue; its `errors` "
              "(a tuple) become Corrupt.  Every other record goes to `decode(record)`.  "
              "`encode_error(obj, exc)` builds the exception raised from a failed dumps.");
 
-static PyObject *q_fast_setup(QObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *q_fast_setup(QObject *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
 {
-    if (nargs != 11) {
-        PyErr_SetString(PyExc_TypeError, "_fast_setup() takes 11 arguments");
+    static const char *const names[] = {"owner",  "put_slow", "get_slow",     "closed",
+                                        "codec",  "decode",   "errors",       "encode_error",
+                                        "dumps",  "loads",    "tail",         "limit",
+                                        "watch",  "defer",    NULL};
+    PyObject *a[14];
+    if (nargs != 0) {
+        PyErr_SetString(PyExc_TypeError, "_fast_setup() takes keyword arguments only");
         return NULL;
     }
-    int defer = PyObject_IsTrue(args[10]);
-    if (defer < 0)
+    if (fast_args("_fast_setup", args, nargs, kwnames, names, 8, a) < 0)
         return NULL;
-    PyObject *dumps = args[0], *loads = args[1], *tail = args[2], *limit = args[3];
-    PyObject *codec = args[4], *watch = args[5], *decode = args[6], *errors = args[7];
-    PyObject *enc_error = args[8];
-    if (!PyBytes_Check(tail) || PyBytes_GET_SIZE(tail) != 8) {
-        PyErr_SetString(PyExc_ValueError, "tail must be 8 bytes");
+    for (int i = 0; i < 3; i++) {
+        if (!PyCallable_Check(a[i])) {
+            PyErr_Format(PyExc_TypeError, "%s must be callable", names[i]);
+            return NULL;
+        }
+    }
+    if (!PyCallable_Check(a[5]) || !PyCallable_Check(a[7])) {
+        PyErr_SetString(PyExc_TypeError, "decode and encode_error must be callable");
         return NULL;
     }
-    Py_ssize_t lim = PyLong_AsSsize_t(limit);
-    if (lim == -1 && PyErr_Occurred())
-        return NULL;
-    if (!PyTuple_Check(errors)) {
+    if (!PyTuple_Check(a[6])) {
         PyErr_SetString(PyExc_TypeError, "errors must be a tuple of exception types");
         return NULL;
     }
-    if (decode != Py_None && !PyCallable_Check(decode)) {
-        PyErr_SetString(PyExc_TypeError, "decode must be callable or None");
+    PyObject *dumps = a[8] == Py_None ? NULL : a[8];
+    PyObject *loads = a[9] == Py_None ? NULL : a[9];
+    if ((dumps || loads) && (a[10] == NULL || !PyBytes_Check(a[10]) ||
+                             PyBytes_GET_SIZE(a[10]) != 8)) {
+        PyErr_SetString(PyExc_ValueError, "tail must be 8 bytes");
         return NULL;
     }
+    Py_ssize_t lim = 0;
+    if (a[11] != NULL) {
+        lim = PyLong_AsSsize_t(a[11]);
+        if (lim == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    int defer = a[13] != NULL ? PyObject_IsTrue(a[13]) : 0;
+    if (defer < 0)
+        return NULL;
     PyObject *name = PyUnicode_InternFromString("_watch");
     PyObject *proto = PyLong_FromLong(5);
     if (name == NULL || proto == NULL) {
@@ -1284,20 +1313,78 @@ static PyObject *q_fast_setup(QObject *self, PyObject *const *args, Py_ssize_t n
         return NULL;
     }
     q_fast_clear(self);
-    self->f_dumps = dumps == Py_None ? NULL : Py_NewRef(dumps);
-    self->f_loads = loads == Py_None ? NULL : Py_NewRef(loads);
-    self->f_codec = Py_NewRef(codec);
+    self->f_owner = Py_NewRef(a[0]);
+    self->f_put_slow = Py_NewRef(a[1]);
+    self->f_get_slow = Py_NewRef(a[2]);
+    self->f_closed = Py_NewRef(a[3]);
+    self->f_codec = Py_NewRef(a[4]);
+    self->f_decode = Py_NewRef(a[5]);
+    self->f_errors = Py_NewRef(a[6]);
+    self->f_enc_error = Py_NewRef(a[7]);
+    self->f_dumps = Py_XNewRef(dumps);
+    self->f_loads = Py_XNewRef(loads);
     self->f_watch_name = name;
-    self->f_watch = Py_NewRef(watch);
+    self->f_watch = a[12] != NULL ? Py_NewRef(a[12]) : PyLong_FromLong(0);
     self->f_proto = proto;
-    self->f_decode = decode == Py_None ? NULL : Py_NewRef(decode);
-    self->f_errors = Py_NewRef(errors);
-    self->f_enc_error = Py_NewRef(enc_error);
-    self->f_slow = Py_NewRef(args[9]);
     self->f_defer = defer;
     self->f_limit = lim;
-    memcpy(self->f_tail, PyBytes_AS_STRING(tail), 8);
+    if (dumps || loads)
+        memcpy(self->f_tail, PyBytes_AS_STRING(a[10]), 8);
+    if (self->f_watch == NULL)
+        return NULL;
     Py_RETURN_NONE;
+}
+
+/* The owner Queue (new reference), or NULL with `closed` raised. */
+static PyObject *fast_owner(QObject *self)
+{
+    if (self->f_owner == NULL) {
+        PyErr_SetString(self->st->Closed, "this queue handle is not set up for objects");
+        return NULL;
+    }
+    PyObject *q = PyObject_CallNoArgs(self->f_owner);
+    if (q == Py_None) {
+        Py_DECREF(q);
+        PyErr_SetString(self->f_closed, "the queue handle is closed (its Queue is gone)");
+        return NULL;
+    }
+    return q;
+}
+
+/* The Queue's Python put with the caller's arguments (defaults filled in). */
+static PyObject *put_slow(QObject *self, PyObject *const *a)
+{
+    PyObject *q = fast_owner(self);
+    if (q == NULL)
+        return NULL;
+    PyObject *zero = a[3] ? NULL : PyLong_FromLong(0);
+    if (a[3] == NULL && zero == NULL) {
+        Py_DECREF(q);
+        return NULL;
+    }
+    PyObject *v[5] = {q, a[0], a[1] ? a[1] : Py_True, a[2] ? a[2] : Py_None,
+                      a[3] ? a[3] : zero};
+    PyObject *r = PyObject_Vectorcall(self->f_put_slow, v, 5, NULL);
+    Py_XDECREF(zero);
+    Py_DECREF(q);
+    return r;
+}
+
+/* The Queue's Python get with the caller's arguments. */
+static PyObject *get_slow(QObject *self, PyObject *const *args, Py_ssize_t nargs,
+                          PyObject *kwnames)
+{
+    static const char *const names[] = {"block", "timeout", NULL};
+    PyObject *a[2];
+    if (fast_args("get", args, nargs, kwnames, names, 0, a) < 0)
+        return NULL;
+    PyObject *q = fast_owner(self);
+    if (q == NULL)
+        return NULL;
+    PyObject *v[3] = {q, a[0] ? a[0] : Py_True, a[1] ? a[1] : Py_None};
+    PyObject *r = PyObject_Vectorcall(self->f_get_slow, v, 3, NULL);
+    Py_DECREF(q);
+    return r;
 }
 
 /* dumps failed: MemoryError and non-Exception exceptions propagate as they
@@ -1311,25 +1398,24 @@ static void encode_failed(QObject *self, PyObject *obj)
 }
 
 PyDoc_STRVAR(q_put_obj_doc,
-             "_put_obj($self, obj, block=True, timeout=None, priority=0)\n--\n\n"
-             "Put `obj` as the configured pickle codec would encode it, in one call: None.  "
-             "NotImplemented (nothing put) when the caller must take its own path: handle "
-             "closed, deferring, no fast path configured, a bytes/bytearray/memoryview, the "
-             "codec watching for out-of-band buffers, or a pickle of at least the limit.  "
-             "Raises like put(), and the codec's EncodeError.");
+             "put(obj, block=True, timeout=None, priority=0)\n--\n\n"
+             "Put `obj`; when the queue is full wait up to `timeout` seconds.  A small "
+             "pickle is encoded, framed and written in this one call; anything else goes "
+             "through the Queue's codec path (see _fast_setup).  Raises queue.Full, "
+             "MessageTooLarge, EncodeError, QueueClosed like Queue.put.");
 
 static PyObject *q_put_obj(QObject *self, PyObject *const *args, Py_ssize_t nargs,
                            PyObject *kwnames)
 {
     static const char *const names[] = {"obj", "block", "timeout", "priority", NULL};
     PyObject *a[4];
-    if (fast_args("_put_obj", args, nargs, kwnames, names, 1, a) < 0)
+    if (fast_args("put", args, nargs, kwnames, names, 1, a) < 0)
         return NULL;
     PyObject *obj = a[0];
     /* the pickle codec sends these exact types unpickled (_codec._RAW_KINDS) */
     if (self->closed || self->f_defer || self->f_dumps == NULL || Py_IS_TYPE(obj, &PyBytes_Type) ||
         Py_IS_TYPE(obj, &PyByteArray_Type) || Py_IS_TYPE(obj, &PyMemoryView_Type))
-        Py_RETURN_NOTIMPLEMENTED;
+        return put_slow(self, a);
     PyObject *w = PyObject_GetAttr(self->f_codec, self->f_watch_name);
     if (w == NULL)
         return NULL;
@@ -1338,7 +1424,7 @@ static PyObject *q_put_obj(QObject *self, PyObject *const *args, Py_ssize_t narg
     if (watching < 0)
         return NULL;
     if (watching)
-        Py_RETURN_NOTIMPLEMENTED;
+        return put_slow(self, a);
     int64_t timeout_ns;
     int32_t prio;
     if (parse_block_timeout(a[1], a[2], &timeout_ns) < 0 || parse_prio(a[3], &prio) < 0 ||
@@ -1362,7 +1448,7 @@ static PyObject *q_put_obj(QObject *self, PyObject *const *args, Py_ssize_t narg
         Py_DECREF(data);
         if (PyObject_SetAttr(self->f_codec, self->f_watch_name, self->f_watch) < 0)
             return NULL;
-        Py_RETURN_NOTIMPLEMENTED;
+        return put_slow(self, a);
     }
     uint64_t len = (uint64_t)n + 8;
     int rc;
@@ -1409,21 +1495,20 @@ static PyObject *fast_loads(QObject *self, const uint8_t *payload, Py_ssize_t n)
 }
 
 PyDoc_STRVAR(q_get_obj_doc,
-             "_get_obj($self, block=True, timeout=None)\n--\n\n"
-             "Take the next message (waiting as get()) and return it decoded: a small plain "
-             "pickle record of this user is checked and unpickled here; every other record "
-             "(bytes, or a QueueMessage above QUEUE_INLINE_COPY) is returned by the "
-             "configured decode(record) (the raw record when none is configured).  Returns "
-             "the configured `slow` object, taking nothing, when the handle is closed or "
-             "deferring (the caller takes its own path).");
+             "get(block=True, timeout=None)\n--\n\n"
+             "Remove and return the next object (highest priority, then oldest), waiting "
+             "up to `timeout` seconds.  A small pickle of this user is checked and "
+             "unpickled in this one call; every other record is decoded by the codec "
+             "(see _fast_setup).  Raises queue.Empty, AccessDenied, Corrupt, QueueClosed "
+             "like Queue.get.");
 
 static PyObject *q_get_obj(QObject *self, PyObject *const *args, Py_ssize_t nargs,
                            PyObject *kwnames)
 {
-    if ((self->closed || self->f_defer) && self->f_slow != NULL)
-        return Py_NewRef(self->f_slow);
+    if (self->closed || self->f_defer)
+        return get_slow(self, args, nargs, kwnames);
     int64_t timeout_ns;
-    if (parse_get_args("_get_obj", args, nargs, kwnames, &timeout_ns) < 0 || q_check(self) < 0)
+    if (parse_get_args("get", args, nargs, kwnames, &timeout_ns) < 0 || q_check(self) < 0)
         return NULL;
     uint8_t buf[IL_Q_INLINE_COPY];
     take_ctx c = {buf, sizeof buf, {0}};
@@ -1756,7 +1841,7 @@ static PyMethodDef q_methods[] = {
     {"_put_into", (PyCFunction)(void (*)(void))q_put_into, FASTKW, q_put_into_doc},
     {"_put_obj", (PyCFunction)(void (*)(void))q_put_obj, FASTKW, q_put_obj_doc},
     {"_get_obj", (PyCFunction)(void (*)(void))q_get_obj, FASTKW, q_get_obj_doc},
-    {"_fast_setup", (PyCFunction)(void (*)(void))q_fast_setup, METH_FASTCALL, q_fast_setup_doc},
+    {"_fast_setup", (PyCFunction)(void (*)(void))q_fast_setup, FASTKW, q_fast_setup_doc},
     {"get", (PyCFunction)(void (*)(void))q_get, FASTKW, q_get_doc},
     {"get_message", (PyCFunction)(void (*)(void))q_get_message, FASTKW, q_get_message_doc},
     {"get_many", (PyCFunction)(void (*)(void))q_get_many, FASTKW, q_get_many_doc},
