@@ -35,6 +35,7 @@ from ._codec import (
     TRAILER_SIZE,
     Codec,
     PickleCodec,
+    Record,
     get_codec,
     pickle_allowed,
 )
@@ -581,7 +582,7 @@ class Queue:
         none could be put.
         """
         self._check_open()
-        records = [self._codec.encode(o) for o in objs]
+        records: list[Record] = self._core._encode_many(objs)  # small pickles framed natively
         deadline = None if timeout is None or not block else time.monotonic() + timeout
         if timeout is not None and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
@@ -674,25 +675,17 @@ class Queue:
         self._check_open()
         if max_items <= 0:
             raise ValueError(f"max_items must be positive, not {max_items}")
-        out: list[Any] = []
         step = _native.QUEUE_MANY_MAX
-        raw = self._core.get_many(min(max_items, step), block, timeout)
-        while True:
-            raw.reverse()
+        # Decoded natively, a batch per mutex hold; an error while decoding
+        # raises it (that batch is consumed, as get() consumes a message).
+        take = self._core._get_many_obj
+        out = take(min(max_items, step), block, timeout)
+        while len(out) < max_items:
             try:
-                while raw:
-                    out.append(self._decode(raw.pop()))
-            finally:
-                for m in raw:  # after an error: do not hold the rest
-                    if isinstance(m, _native.QueueMessage):
-                        m.release()
-            left = max_items - len(out)
-            if left <= 0:
-                return out
-            try:
-                raw = self._core.get_many(min(left, step), False)
+                out += take(min(max_items - len(out), step), False)
             except Empty:
-                return out
+                break
+        return out
 
     def qsize(self) -> int:
         """Objects ready to be taken now (a snapshot)."""

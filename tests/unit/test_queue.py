@@ -489,3 +489,49 @@ def test_bound_put_outliving_its_queue_raises_closed() -> None:
         put(2)
     with pytest.raises(il.QueueClosed):
         get()
+
+
+def test_many_object_paths_mixed_records(q: il.Queue) -> None:
+    np = pytest.importorskip("numpy")
+    arr = np.arange(2048.0)
+    objs = [
+        (1, "a"),
+        b"raw",
+        bytearray(b"ba"),
+        "s" * 5000,
+        {"arr": arr},
+        _BytesSub(b"sub"),
+        None,
+        ("after", [2]),
+    ]
+    assert q.put_many(objs, priority=1) == len(objs)
+    assert q.put_many(iter([(9,), (10,)])) == 2  # any iterable
+    got = q.get_many(100)
+    assert len(got) == 10
+    assert got[:4] == objs[:4] and type(got[2]) is bytearray
+    assert np.array_equal(got[4]["arr"], arr) and not got[4]["arr"].flags.owndata
+    assert type(got[5]) is _BytesSub and got[6:] == [None, ("after", [2]), (9,), (10,)]
+    with pytest.raises(il.EncodeError):
+        q.put_many([1, lambda: 0])
+    assert q.empty()  # nothing put: encoding comes first
+
+
+def test_get_many_decode_error_raises_and_consumes_the_batch(q: il.Queue) -> None:
+    tail = q.codec._tail  # type: ignore[attr-defined]
+    q.put("first")
+    q._core.put(b"\x80\x05garbage" + tail)
+    q.put("third")
+    with pytest.raises(il.Corrupt) as info:
+        q.get_many(10)
+    assert isinstance(info.value.__cause__, (pickle.UnpicklingError, EOFError, ValueError))
+    assert q.empty() and q.stats()["taken"] == 0
+    q.put_many(["x", "y"])
+    assert q.get_many(10) == ["x", "y"]
+
+
+def test_get_many_refuses_pickles_from_an_untrusted_segment() -> None:
+    with il.Queue(mode=0o666) as q:  # writable by others
+        q.put_many([b"raw", {"pickled": 1}])
+        with pytest.raises(il.AccessDenied):
+            q.get_many(10)
+        assert q.empty()

@@ -53,6 +53,7 @@ typedef struct {
     PyObject *f_loads;      /* pickle.loads, or NULL: _get_obj hands every record to f_decode */
     PyObject *f_codec;      /* the codec (a PickleCodec's `_watch` hint) */
     PyObject *f_watch_name; /* "_watch" */
+    PyObject *f_encode_name; /* "encode" */
     PyObject *f_watch;      /* stored in codec._watch after a big pickle */
     PyObject *f_proto;      /* the int 5 (pickle protocol) */
     PyObject *f_decode;     /* record -> object: every record the fast path does not take */
@@ -217,6 +218,7 @@ static int q_traverse(QObject *self, visitproc visit, void *arg)
     Py_VISIT(self->f_loads);
     Py_VISIT(self->f_codec);
     Py_VISIT(self->f_watch_name);
+    Py_VISIT(self->f_encode_name);
     Py_VISIT(self->f_watch);
     Py_VISIT(self->f_proto);
     Py_VISIT(self->f_decode);
@@ -235,6 +237,7 @@ static void q_fast_clear(QObject *self)
     Py_CLEAR(self->f_loads);
     Py_CLEAR(self->f_codec);
     Py_CLEAR(self->f_watch_name);
+    Py_CLEAR(self->f_encode_name);
     Py_CLEAR(self->f_watch);
     Py_CLEAR(self->f_proto);
     Py_CLEAR(self->f_decode);
@@ -1306,9 +1309,11 @@ static PyObject *q_fast_setup(QObject *self, PyObject *const *args, Py_ssize_t n
     if (defer < 0)
         return NULL;
     PyObject *name = PyUnicode_InternFromString("_watch");
+    PyObject *ename = PyUnicode_InternFromString("encode");
     PyObject *proto = PyLong_FromLong(5);
-    if (name == NULL || proto == NULL) {
+    if (name == NULL || ename == NULL || proto == NULL) {
         Py_XDECREF(name);
+        Py_XDECREF(ename);
         Py_XDECREF(proto);
         return NULL;
     }
@@ -1324,6 +1329,7 @@ static PyObject *q_fast_setup(QObject *self, PyObject *const *args, Py_ssize_t n
     self->f_dumps = Py_XNewRef(dumps);
     self->f_loads = Py_XNewRef(loads);
     self->f_watch_name = name;
+    self->f_encode_name = ename;
     self->f_watch = a[12] != NULL ? Py_NewRef(a[12]) : PyLong_FromLong(0);
     self->f_proto = proto;
     self->f_defer = defer;
@@ -1397,6 +1403,45 @@ static void encode_failed(QObject *self, PyObject *obj)
     raise_from(PyObject_CallFunctionObjArgs(self->f_enc_error, obj, cause, NULL), cause);
 }
 
+/* Pickle `obj` as PickleCodec.encode would without a buffer callback: 1 and
+ * *data (a pickle shorter than the limit: the record is it + the tail); 0
+ * when the codec must encode it (a raw bytes kind, the codec watching for
+ * out-of-band buffers, or a pickle that long: then codec._watch is set, as
+ * PickleCodec.encode does); -1 with an exception (EncodeError from dumps). */
+static int fast_pickle(QObject *self, PyObject *obj, PyObject **data)
+{
+    /* the pickle codec sends these exact types unpickled (_codec._RAW_KINDS) */
+    if (self->f_dumps == NULL || Py_IS_TYPE(obj, &PyBytes_Type) ||
+        Py_IS_TYPE(obj, &PyByteArray_Type) || Py_IS_TYPE(obj, &PyMemoryView_Type))
+        return 0;
+    PyObject *w = PyObject_GetAttr(self->f_codec, self->f_watch_name);
+    if (w == NULL)
+        return -1;
+    int watching = PyObject_IsTrue(w);
+    Py_DECREF(w);
+    if (watching != 0)
+        return watching < 0 ? -1 : 0;
+    PyObject *pargs[2] = {obj, self->f_proto};
+    PyObject *d = PyObject_Vectorcall(self->f_dumps, pargs, 2, NULL);
+    if (d == NULL) {
+        encode_failed(self, obj);
+        return -1;
+    }
+    if (!PyBytes_Check(d)) {
+        Py_DECREF(d);
+        PyErr_SetString(PyExc_TypeError, "the fast path's dumps did not return bytes");
+        return -1;
+    }
+    if (PyBytes_GET_SIZE(d) >= self->f_limit) {
+        /* big enough to hold an out-of-band buffer: the codec pickles it
+         * again watching for them */
+        Py_DECREF(d);
+        return PyObject_SetAttr(self->f_codec, self->f_watch_name, self->f_watch) < 0 ? -1 : 0;
+    }
+    *data = d;
+    return 1;
+}
+
 PyDoc_STRVAR(q_put_obj_doc,
              "put(obj, block=True, timeout=None, priority=0)\n--\n\n"
              "Put `obj`; when the queue is full wait up to `timeout` seconds.  A small "
@@ -1411,45 +1456,20 @@ static PyObject *q_put_obj(QObject *self, PyObject *const *args, Py_ssize_t narg
     PyObject *a[4];
     if (fast_args("put", args, nargs, kwnames, names, 1, a) < 0)
         return NULL;
-    PyObject *obj = a[0];
-    /* the pickle codec sends these exact types unpickled (_codec._RAW_KINDS) */
-    if (self->closed || self->f_defer || self->f_dumps == NULL || Py_IS_TYPE(obj, &PyBytes_Type) ||
-        Py_IS_TYPE(obj, &PyByteArray_Type) || Py_IS_TYPE(obj, &PyMemoryView_Type))
-        return put_slow(self, a);
-    PyObject *w = PyObject_GetAttr(self->f_codec, self->f_watch_name);
-    if (w == NULL)
-        return NULL;
-    int watching = PyObject_IsTrue(w);
-    Py_DECREF(w);
-    if (watching < 0)
-        return NULL;
-    if (watching)
+    if (self->closed || self->f_defer || self->f_dumps == NULL)
         return put_slow(self, a);
     int64_t timeout_ns;
     int32_t prio;
     if (parse_block_timeout(a[1], a[2], &timeout_ns) < 0 || parse_prio(a[3], &prio) < 0 ||
         q_check(self) < 0)
         return NULL;
-    PyObject *pargs[2] = {obj, self->f_proto};
-    PyObject *data = PyObject_Vectorcall(self->f_dumps, pargs, 2, NULL);
-    if (data == NULL) {
-        encode_failed(self, obj);
+    PyObject *data;
+    int got = fast_pickle(self, a[0], &data);
+    if (got < 0)
         return NULL;
-    }
-    if (!PyBytes_Check(data)) {
-        Py_DECREF(data);
-        PyErr_SetString(PyExc_TypeError, "the fast path's dumps did not return bytes");
-        return NULL;
-    }
-    Py_ssize_t n = PyBytes_GET_SIZE(data);
-    if (n >= self->f_limit) {
-        /* big enough to hold an out-of-band buffer: the codec pickles it
-         * again watching for them (what PickleCodec.encode does) */
-        Py_DECREF(data);
-        if (PyObject_SetAttr(self->f_codec, self->f_watch_name, self->f_watch) < 0)
-            return NULL;
+    if (got == 0)
         return put_slow(self, a);
-    }
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
     uint64_t len = (uint64_t)n + 8;
     int rc;
     if (len <= IL_Q_INLINE_COPY) {
@@ -1477,6 +1497,15 @@ static PyObject *q_put_obj(QObject *self, PyObject *const *args, Py_ssize_t narg
     Py_RETURN_NONE;
 }
 
+/* The current exception (a payload parser's) becomes Corrupt, raised from it. */
+static void corrupt_from_current(QObject *self)
+{
+    PyObject *cause = fetch_exc();
+    PyObject *msg = PyUnicode_FromFormat("pickle payload could not be decoded: %S", cause);
+    raise_from(msg ? PyObject_CallOneArg(self->st->Corrupt, msg) : NULL, cause);
+    Py_XDECREF(msg);
+}
+
 /* Unpickle the payload of a plain pickle record (the trailer checked). */
 static PyObject *fast_loads(QObject *self, const uint8_t *payload, Py_ssize_t n)
 {
@@ -1485,12 +1514,8 @@ static PyObject *fast_loads(QObject *self, const uint8_t *payload, Py_ssize_t n)
         return NULL;
     PyObject *r = PyObject_CallOneArg(self->f_loads, b);
     Py_DECREF(b);
-    if (r == NULL && PyErr_ExceptionMatches(self->f_errors)) {
-        PyObject *cause = fetch_exc();
-        PyObject *msg = PyUnicode_FromFormat("pickle payload could not be decoded: %S", cause);
-        raise_from(msg ? PyObject_CallOneArg(self->st->Corrupt, msg) : NULL, cause);
-        Py_XDECREF(msg);
-    }
+    if (r == NULL && PyErr_ExceptionMatches(self->f_errors))
+        corrupt_from_current(self);
     return r;
 }
 
@@ -1533,6 +1558,157 @@ static PyObject *q_get_obj(QObject *self, PyObject *const *args, Py_ssize_t narg
     PyObject *r = PyObject_CallOneArg(self->f_decode, data);
     Py_DECREF(data);
     return r;
+}
+
+PyDoc_STRVAR(q_get_many_obj_doc,
+             "_get_many_obj($self, max_items, block=True, timeout=None)\n--\n\n"
+             "get_many() decoded: take up to `max_items` (<= 256) messages in one mutex hold "
+             "(waiting as get() only while none is available), copy the small ones out and "
+             "free them in one more, then decode each as _get_obj does.  An error while "
+             "decoding raises it; the messages taken are consumed (as with get()).");
+
+static PyObject *q_get_many_obj(QObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames)
+{
+    static const char *const names[] = {"max_items", "block", "timeout", NULL};
+    PyObject *a[3];
+    if (fast_args("get_many", args, nargs, kwnames, names, 1, a) < 0)
+        return NULL;
+    Py_ssize_t want = PyLong_AsSsize_t(a[0]);
+    if (want == -1 && PyErr_Occurred())
+        return NULL;
+    if (want < 1 || want > (Py_ssize_t)Q_MANY_MAX) {
+        PyErr_Format(PyExc_ValueError, "max_items must be within 1..%u", Q_MANY_MAX);
+        return NULL;
+    }
+    int64_t timeout_ns;
+    if (parse_block_timeout(a[1], a[2], &timeout_ns) < 0 || q_check(self) < 0)
+        return NULL;
+    il_q_msg ms[Q_MANY_MAX];
+    many_ctx c = {ms, (uint32_t)want, 0};
+    int rc = q_drive(self, IL_Q_WAIT_GET, IL_EMPTY, timeout_ns, attempt_take_many, &c);
+    if (rc < 0)
+        return NULL;
+    if (rc != IL_OK)
+        return q_raise(self, rc, "get_many");
+    int durable = (self->h.flags & IL_Q_DURABLE) != 0;
+    PyObject *list = PyList_New((Py_ssize_t)c.got);
+    if (list == NULL) {
+        settle_many(self, ms, c.got, durable); /* nothing delivered */
+        return NULL;
+    }
+    /* Pass 1, no Python code runs: small payloads copied out (a plain pickle
+     * record's payload alone, flagged), large ones wrapped; then the small
+     * entries are freed in one mutex hold.  Only then is anything decoded. */
+    il_q_msg small[Q_MANY_MAX];
+    uint8_t plain[Q_MANY_MAX];
+    uint32_t nsmall = 0, k = 0;
+    for (; k < c.got; k++) {
+        PyObject *item;
+        plain[k] = 0;
+        if (ms[k].len <= IL_Q_INLINE_COPY) {
+            const uint8_t *p = il_q_payload(&self->h, &ms[k]);
+            Py_ssize_t n = (Py_ssize_t)ms[k].len;
+            if (p == NULL) {
+                item = q_raise(self, IL_CORRUPT, "get_many");
+            } else if (self->f_loads != NULL && n >= 8 && memcmp(p + n - 8, self->f_tail, 8) == 0) {
+                plain[k] = 1;
+                item = PyBytes_FromStringAndSize((const char *)p, n - 8);
+            } else {
+                item = PyBytes_FromStringAndSize((const char *)p, n);
+            }
+            small[nsmall++] = ms[k];
+        } else {
+            QMsgObject *o = qmsg_make(self, &ms[k]);
+            if (o != NULL)
+                o->nack = 0; /* delivered: dropping the view acks it */
+            item = (PyObject *)o;
+        }
+        if (item == NULL)
+            break;
+        PyList_SET_ITEM(list, (Py_ssize_t)k, item);
+    }
+    if (k < c.got) {
+        /* an error: deliver nothing; a durable queue gets everything back */
+        for (uint32_t j = 0; j < k; j++) {
+            PyObject *it = PyList_GET_ITEM(list, (Py_ssize_t)j);
+            if (Py_IS_TYPE(it, g_qmsg_type))
+                ((QMsgObject *)it)->nack = durable;
+        }
+        if (ms[k].len > IL_Q_INLINE_COPY) /* the one that failed, if not in small */
+            small[nsmall++] = ms[k];
+        for (uint32_t j = k + 1; j < c.got; j++)
+            small[nsmall++] = ms[j];
+        Py_DECREF(list); /* items not yet set are NULL: fine for list dealloc */
+        settle_many(self, small, nsmall, durable);
+        return NULL;
+    }
+    settle_many(self, small, nsmall, 0);
+    /* Pass 2: decode in place. */
+    for (k = 0; k < c.got; k++) {
+        PyObject *raw = PyList_GET_ITEM(list, (Py_ssize_t)k);
+        PyObject *obj;
+        if (plain[k]) {
+            obj = PyObject_CallOneArg(self->f_loads, raw);
+            if (obj == NULL && PyErr_ExceptionMatches(self->f_errors))
+                corrupt_from_current(self);
+        } else if (self->f_decode != NULL) {
+            obj = PyObject_CallOneArg(self->f_decode, raw);
+        } else {
+            continue;
+        }
+        if (obj == NULL) {
+            Py_DECREF(list); /* the rest are consumed, as by get() */
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)k, obj);
+        Py_DECREF(raw);
+    }
+    return list;
+}
+
+PyDoc_STRVAR(q_encode_many_doc,
+             "_encode_many($self, objs)\n--\n\n"
+             "The records of `objs` (an iterable) as the codec encodes them, in order: "
+             "small pickles framed here (bytes), everything else by codec.encode().");
+
+static PyObject *q_encode_many(QObject *self, PyObject *objs)
+{
+    PyObject *seq = PySequence_Fast(objs, "put_many() expects an iterable of objects");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *out = PyList_New(n);
+    if (out == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *obj = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *data = NULL, *rec = NULL;
+        int got = self->f_codec == NULL ? -2 : fast_pickle(self, obj, &data);
+        if (got == 1) {
+            Py_ssize_t n = PyBytes_GET_SIZE(data);
+            rec = PyBytes_FromStringAndSize(NULL, n + 8);
+            if (rec != NULL) {
+                memcpy(PyBytes_AS_STRING(rec), PyBytes_AS_STRING(data), (size_t)n);
+                memcpy(PyBytes_AS_STRING(rec) + n, self->f_tail, 8);
+            }
+            Py_DECREF(data);
+        } else if (got == 0) {
+            rec = PyObject_CallMethodOneArg(self->f_codec, self->f_encode_name, obj);
+        } else if (got == -2) {
+            PyErr_SetString(self->st->Closed, "this queue handle is not set up for objects");
+        }
+        if (rec == NULL) {
+            Py_DECREF(out);
+            Py_DECREF(seq);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, rec);
+    }
+    Py_DECREF(seq);
+    return out;
 }
 
 /* ======================================================================= */
@@ -1842,6 +2018,8 @@ static PyMethodDef q_methods[] = {
     {"_put_obj", (PyCFunction)(void (*)(void))q_put_obj, FASTKW, q_put_obj_doc},
     {"_get_obj", (PyCFunction)(void (*)(void))q_get_obj, FASTKW, q_get_obj_doc},
     {"_fast_setup", (PyCFunction)(void (*)(void))q_fast_setup, FASTKW, q_fast_setup_doc},
+    {"_get_many_obj", (PyCFunction)(void (*)(void))q_get_many_obj, FASTKW, q_get_many_obj_doc},
+    {"_encode_many", (PyCFunction)q_encode_many, METH_O, q_encode_many_doc},
     {"get", (PyCFunction)(void (*)(void))q_get, FASTKW, q_get_doc},
     {"get_message", (PyCFunction)(void (*)(void))q_get_message, FASTKW, q_get_message_doc},
     {"get_many", (PyCFunction)(void (*)(void))q_get_many, FASTKW, q_get_many_doc},
