@@ -680,7 +680,7 @@ class Queue:
         # raises it (that batch is consumed, as get() consumes a message).
         take = self._core._get_many_obj
         out = take(min(max_items, step), block, timeout)
-        while len(out) < max_items:
+        while len(out) < max_items and not self._closed:  # (decoding may close it)
             try:
                 out += take(min(max_items - len(out), step), False)
             except Empty:

@@ -535,3 +535,41 @@ def test_get_many_refuses_pickles_from_an_untrusted_segment() -> None:
         with pytest.raises(il.AccessDenied):
             q.get_many(10)
         assert q.empty()
+
+
+_close_target: list[il.Queue] = []
+
+
+def _close_and_mark() -> str:
+    for qu in _close_target:
+        qu.close()
+    return "closed"
+
+
+class _Closer:
+    """Closes the queues in _close_target when pickled (put) and unpickled (get)."""
+
+    def __reduce__(self) -> Any:
+        _close_and_mark()
+        return (_close_and_mark, ())
+
+
+def test_closing_the_queue_while_pickling_or_unpickling_is_safe() -> None:
+    with il.Queue() as q:
+        _close_target[:] = [q]
+        try:
+            with pytest.raises(il.QueueClosed):  # closed before the write
+                q.put(_Closer())
+        finally:
+            _close_target.clear()
+        assert q.closed
+    for many in (False, True):
+        with il.Queue() as q:
+            q.put_many([_Closer(), 1, _Closer(), "x" * 5000])
+            _close_target[:] = [q]
+            try:
+                got = q.get_many(10) if many else [q.get()]
+            finally:
+                _close_target.clear()
+            assert q.closed
+            assert got == (["closed", 1, "closed", "x" * 5000] if many else ["closed"])

@@ -1458,17 +1458,25 @@ static PyObject *q_put_obj(QObject *self, PyObject *const *args, Py_ssize_t narg
         return NULL;
     if (self->closed || self->f_defer || self->f_dumps == NULL)
         return put_slow(self, a);
-    int64_t timeout_ns;
-    int32_t prio;
-    if (parse_block_timeout(a[1], a[2], &timeout_ns) < 0 || parse_prio(a[3], &prio) < 0 ||
-        q_check(self) < 0)
-        return NULL;
     PyObject *data;
     int got = fast_pickle(self, a[0], &data);
     if (got < 0)
         return NULL;
     if (got == 0)
         return put_slow(self, a);
+    /* Checked after pickling: pickling runs Python code, which may close
+     * this handle (and unmap the queue). */
+    if (self->closed) {
+        Py_DECREF(data);
+        return put_slow(self, a); /* raises QueueClosed */
+    }
+    int64_t timeout_ns;
+    int32_t prio;
+    if (parse_block_timeout(a[1], a[2], &timeout_ns) < 0 || parse_prio(a[3], &prio) < 0 ||
+        q_check(self) < 0) {
+        Py_DECREF(data);
+        return NULL;
+    }
     Py_ssize_t n = PyBytes_GET_SIZE(data);
     uint64_t len = (uint64_t)n + 8;
     int rc;
@@ -1592,9 +1600,14 @@ static PyObject *q_get_many_obj(QObject *self, PyObject *const *args, Py_ssize_t
     if (rc != IL_OK)
         return q_raise(self, rc, "get_many");
     int durable = (self->h.flags & IL_Q_DURABLE) != 0;
+    /* The mapping stays while entries are held here, even if a finalizer
+     * run by an allocation closes the handle (q_maybe_release). */
+    self->busy++;
     PyObject *list = PyList_New((Py_ssize_t)c.got);
     if (list == NULL) {
         settle_many(self, ms, c.got, durable); /* nothing delivered */
+        self->busy--;
+        q_maybe_release(self);
         return NULL;
     }
     /* Pass 1, no Python code runs: small payloads copied out (a plain pickle
@@ -1639,12 +1652,17 @@ static PyObject *q_get_many_obj(QObject *self, PyObject *const *args, Py_ssize_t
             small[nsmall++] = ms[k];
         for (uint32_t j = k + 1; j < c.got; j++)
             small[nsmall++] = ms[j];
-        Py_DECREF(list); /* items not yet set are NULL: fine for list dealloc */
         settle_many(self, small, nsmall, durable);
+        self->busy--;
+        Py_DECREF(list); /* items not yet set are NULL: fine for list dealloc */
+        q_maybe_release(self);
         return NULL;
     }
     settle_many(self, small, nsmall, 0);
-    /* Pass 2: decode in place. */
+    self->busy--;
+    q_maybe_release(self);
+    /* Pass 2: decode in place (Python code runs; nothing here reads the
+     * queue's memory any more). */
     for (k = 0; k < c.got; k++) {
         PyObject *raw = PyList_GET_ITEM(list, (Py_ssize_t)k);
         PyObject *obj;
