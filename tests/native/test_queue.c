@@ -318,6 +318,47 @@ static void test_priority(void)
 
 /* ---- statuses ------------------------------------------------------------ */
 
+/* Every get against a model: the READY message with the highest priority,
+ * and the oldest among those, whatever the interleaving (heap pops refill
+ * the root bottom-up). */
+static void test_heap_model(void)
+{
+    enum { N = 300 };
+    tq t = tq_new(N, 1 << 18, 0, 0, 0);
+    int32_t mprio[N];
+    uint32_t mcount[N];
+    uint32_t live = 0, counter = 0;
+    for (int round = 0; round < 20000; round++) {
+        int do_put = live == 0 || (live < N && t_rand_below(100) < 55);
+        if (do_put) {
+            int32_t pr = (int32_t)t_rand_below(5) - 2;
+            if (t_rand_below(50) == 0)
+                pr = t_rand_below(2) ? INT32_MAX : INT32_MIN;
+            CHECK_EQ(put_msg(&t.h, 0, counter, pr, 16), IL_OK);
+            mprio[live] = pr;
+            mcount[live] = counter++;
+            live++;
+        } else {
+            uint32_t best = 0;
+            for (uint32_t k = 1; k < live; k++)
+                if (mprio[k] > mprio[best] ||
+                    (mprio[k] == mprio[best] && mcount[k] < mcount[best]))
+                    best = k;
+            phdr p;
+            CHECK_EQ(get_msg(&t.h, &p), IL_OK);
+            CHECK_EQ(p.prio, mprio[best]);
+            CHECK_EQ(p.counter, mcount[best]);
+            mprio[best] = mprio[live - 1];
+            mcount[best] = mcount[live - 1];
+            live--;
+        }
+        if (round % 1000 == 0)
+            check_ok(&t.h);
+    }
+    check_ok(&t.h);
+    tq_free(&t);
+}
+
 static void test_full_and_toobig(void)
 {
     /* maxsize */
@@ -1572,6 +1613,7 @@ int main(int argc, char **argv)
         {"geometry", test_geometry, 0},
         {"fifo", test_fifo, 0},
         {"priority", test_priority, 0},
+        {"heap_model", test_heap_model, 0},
         {"full_and_toobig", test_full_and_toobig, 0},
         {"reserve_commit_nack", test_reserve_commit_nack, 0},
         {"task_done", test_task_done, 0},
