@@ -1217,6 +1217,9 @@ static PyObject *q_get_many(QObject *self, PyObject *const *args, Py_ssize_t nar
 /* The current exception, normalized, with its traceback attached (owned). */
 static PyObject *fetch_exc(void)
 {
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException(); /* PyErr_Fetch is deprecated there */
+#else
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb);
     PyErr_NormalizeException(&et, &ev, &tb);
@@ -1225,6 +1228,7 @@ static PyObject *fetch_exc(void)
     Py_XDECREF(et);
     Py_XDECREF(tb);
     return ev;
+#endif
 }
 
 /* Raise `exc` (owned; NULL: an exception is already set) as `raise exc from
