@@ -573,3 +573,11 @@ def test_closing_the_queue_while_pickling_or_unpickling_is_safe() -> None:
                 _close_target.clear()
             assert q.closed
             assert got == (["closed", 1, "closed", "x" * 5000] if many else ["closed"])
+
+
+def test_native_put_and_get_have_the_documented_signatures(q: il.Queue) -> None:
+    import inspect
+
+    assert list(inspect.signature(q.put).parameters) == ["obj", "block", "timeout", "priority"]
+    assert list(inspect.signature(q.get).parameters) == ["block", "timeout"]
+    assert "Queue.put" in (q.put.__doc__ or "") and "Queue.get" in (q.get.__doc__ or "")

@@ -1447,9 +1447,9 @@ static int fast_pickle(QObject *self, PyObject *obj, PyObject **data)
 }
 
 PyDoc_STRVAR(q_put_obj_doc,
-             "put(obj, block=True, timeout=None, priority=0)\n--\n\n"
-             "Put `obj`; when the queue is full wait up to `timeout` seconds.  A small "
-             "pickle is encoded, framed and written in this one call; anything else goes "
+             "_put_obj($self, obj, block=True, timeout=None, priority=0)\n--\n\n"
+             "Queue.put: put `obj`; when the queue is full wait up to `timeout` seconds.  "
+             "A small pickle is encoded, framed and written in this one call; anything else goes "
              "through the Queue's codec path (see _fast_setup).  Raises queue.Full, "
              "MessageTooLarge, EncodeError, QueueClosed like Queue.put.");
 
@@ -1532,10 +1532,10 @@ static PyObject *fast_loads(QObject *self, const uint8_t *payload, Py_ssize_t n)
 }
 
 PyDoc_STRVAR(q_get_obj_doc,
-             "get(block=True, timeout=None)\n--\n\n"
-             "Remove and return the next object (highest priority, then oldest), waiting "
-             "up to `timeout` seconds.  A small pickle of this user is checked and "
-             "unpickled in this one call; every other record is decoded by the codec "
+             "_get_obj($self, block=True, timeout=None)\n--\n\n"
+             "Queue.get: remove and return the next object (highest priority, then "
+             "oldest), waiting up to `timeout` seconds.  A small pickle of this user is "
+             "checked and unpickled in this one call; every other record is decoded by the codec "
              "(see _fast_setup).  Raises queue.Empty, AccessDenied, Corrupt, QueueClosed "
              "like Queue.get.");
 
