@@ -306,6 +306,32 @@ class QueueCore:
         priority: int = 0,
         tag: int = 0,
     ) -> None: ...
+    def _fast_setup(
+        self,
+        *,
+        owner: Callable[[], object],
+        put_slow: Callable[[Any, Any, bool, float | None, int], None],
+        get_slow: Callable[[Any, bool, float | None], Any],
+        closed: type[BaseException],
+        codec: object,
+        decode: Callable[[bytes | QueueMessage], Any],
+        errors: tuple[type[BaseException], ...],
+        encode_error: Callable[[Any, BaseException], BaseException],
+        dumps: Callable[[Any, int], bytes] | None = None,
+        loads: Callable[[bytes], Any] | None = None,
+        tail: bytes = b"",
+        limit: int = 0,
+        watch: int = 0,
+        defer: bool = False,
+    ) -> None: ...
+    def _put_obj(
+        self, obj: Any, block: bool = True, timeout: float | None = None, priority: int = 0
+    ) -> None: ...
+    def _get_obj(self, block: bool = True, timeout: float | None = None) -> Any: ...
+    def _get_many_obj(
+        self, max_items: int, block: bool = True, timeout: float | None = None
+    ) -> list[Any]: ...
+    def _encode_many(self, objs: Iterable[Any], /) -> list[Any]: ...
     def get(self, block: bool = True, timeout: float | None = None) -> bytes | QueueMessage: ...
     def get_message(self, block: bool = True, timeout: float | None = None) -> QueueMessage: ...
     def get_many(

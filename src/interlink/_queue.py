@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import mmap
 import os
+import pickle
 import secrets
 import stat
 import struct
@@ -26,7 +28,18 @@ from pathlib import Path
 from typing import Any, Final, TypeVar, cast
 
 from . import _native
-from ._codec import _RAW_MASK, _TRAILER, TRAILER_SIZE, Codec, get_codec, pickle_allowed
+from ._codec import (
+    _PARSE_ERRORS,
+    _RAW_MASK,
+    _TRAILER,
+    _WATCH,
+    TRAILER_SIZE,
+    Codec,
+    PickleCodec,
+    Record,
+    get_codec,
+    pickle_allowed,
+)
 from ._segment import _HEADER, Segment, _check_header, _Header, _read_header
 from .errors import (
     AccessDenied,
@@ -168,6 +181,47 @@ def _reset_batch_syncs_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_reset_batch_syncs_in_child)
+
+
+def _refuse_pickle(name: str, data: Any) -> None:
+    """Raise AccessDenied unless ``data`` is a raw bytes/bytearray/memoryview
+    record of the pickle codec (those run no code when decoded)."""
+    mv = memoryview(data)
+    try:
+        n = mv.nbytes
+        if n >= TRAILER_SIZE:
+            flags = _TRAILER.unpack_from(mv, n - TRAILER_SIZE)[2]
+            if flags & _RAW_MASK:
+                return
+    finally:
+        mv.release()
+    raise AccessDenied(
+        f"refusing to unpickle a record from queue {name!r}: the segment is not "
+        "owned by this user or is writable by others (pass trusted=True to accept)"
+    )
+
+
+def _decode_record(
+    codec: Codec, pickle_ok: bool, name: str, data: bytes | _native.QueueMessage
+) -> Any:
+    """Decode one record taken from a queue (``bytes``, or a ``QueueMessage``
+    that is released here, deferred while views of it live).
+
+    Refuses pickled records with ``AccessDenied`` unless ``pickle_ok``.  Takes
+    no reference to the Queue: ``QueueCore`` keeps it as its decode callback.
+    """
+    if type(data) is bytes:
+        if not pickle_ok:
+            _refuse_pickle(name, data)
+        return codec.decode(data)
+    assert isinstance(data, _native.QueueMessage)
+    try:
+        if not pickle_ok:
+            _refuse_pickle(name, data)
+        # Views of out-of-band buffers defer the release until they go.
+        return codec.decode(data, copy=False)
+    finally:
+        data.release()
 
 
 class _DurableFile:
@@ -475,6 +529,7 @@ class Queue:
             self._pickle_ok = not self._codec.runs_code or pickle_allowed(
                 st.st_uid, stat.S_IMODE(st.st_mode), bool(trusted) or self._codec.trusted
             )
+            self._setup_fast_path()
         except BaseException:
             self._close_handle()
             raise
@@ -514,6 +569,41 @@ class Queue:
     def durable(self) -> bool:
         """Whether the queue lives in a file and redelivers unacknowledged messages."""
         return self._durable
+
+    def _setup_fast_path(self) -> None:
+        # put and get are one native call per object (docs/design/queue.md
+        # section 7): QueueCore._put_obj / _get_obj frame and unframe small
+        # pickles of the stock pickle codec themselves and hand everything
+        # else to _put_slow / _get_slow.  The core holds only a weak reference
+        # to this Queue and functions that hold none, so dropping the last
+        # reference still closes the queue at once (__del__, no cycle).
+        codec = self._codec
+        core = self._core
+        fast = type(codec) is PickleCodec
+        cls = type(self)
+        core._fast_setup(
+            owner=weakref.ref(self),
+            put_slow=cls._put_slow,
+            get_slow=cls._get_slow,
+            closed=QueueClosed,
+            codec=codec,
+            decode=functools.partial(_decode_record, codec, self._pickle_ok, self.name),
+            errors=_PARSE_ERRORS,
+            encode_error=codec._encode_error,
+            dumps=pickle.dumps if fast else None,
+            loads=pickle.loads if fast and self._pickle_ok else None,
+            tail=codec._tail,
+            limit=codec._fast_limit if fast else 0,  # type: ignore[attr-defined]
+            watch=_WATCH,
+            defer=self._sync_always,  # put/get then sync: the Python path
+        )
+        # The native methods are bound to the core, not to self (no cycle);
+        # as instance attributes they skip a Python frame per call.  Not when
+        # a subclass overrides put or get.
+        if cls.put is Queue.put:
+            self.__dict__["put"] = core._put_obj
+        if cls.get is Queue.get:
+            self.__dict__["get"] = core._get_obj
 
     def _boot_check(self) -> None:
         # Under the file's exclusive flock: the first opener after a machine
@@ -570,34 +660,10 @@ class Queue:
             raise QueueClosed(f"{self._kind_name} {self.name!r} is closed")
 
     def _refuse_pickle(self, data: Any) -> None:
-        # Raw bytes / bytearray / memoryview records run no code: allowed.
-        mv = memoryview(data)
-        try:
-            n = mv.nbytes
-            if n >= TRAILER_SIZE:
-                flags = _TRAILER.unpack_from(mv, n - TRAILER_SIZE)[2]
-                if flags & _RAW_MASK:
-                    return
-        finally:
-            mv.release()
-        raise AccessDenied(
-            f"refusing to unpickle a record from queue {self.name!r}: the segment is not "
-            "owned by this user or is writable by others (pass trusted=True to accept)"
-        )
+        _refuse_pickle(self.name, data)
 
     def _decode(self, data: bytes | _native.QueueMessage) -> Any:
-        if type(data) is bytes:
-            if not self._pickle_ok:
-                self._refuse_pickle(data)
-            return self._codec.decode(data)
-        assert isinstance(data, _native.QueueMessage)
-        try:
-            if not self._pickle_ok:
-                self._refuse_pickle(data)
-            # Views of out-of-band buffers defer the release until they go.
-            return self._codec.decode(data, copy=False)
-        finally:
-            data.release()
+        return _decode_record(self._codec, self._pickle_ok, self.name, data)
 
     def _put_record(self, obj: Any, block: bool, timeout: float | None, priority: int) -> None:
         record = self._codec.encode(obj)
@@ -618,6 +684,12 @@ class Queue:
         (the record can never fit ``capacity``), ``EncodeError``,
         ``QueueClosed`` after ``close()``.
         """
+        # Instances use the native method directly (_setup_fast_path); this
+        # definition serves subclasses that override put and call it.
+        self._core._put_obj(obj, block, timeout, priority)
+
+    def _put_slow(self, obj: Any, block: bool, timeout: float | None, priority: int) -> None:
+        # Everything QueueCore._put_obj does not put itself: the codec's path.
         self._check_open()
         self._put_record(obj, block, timeout, priority)
         if self._sync_always:
@@ -642,7 +714,7 @@ class Queue:
         none could be put.
         """
         self._check_open()
-        records = [self._codec.encode(o) for o in objs]
+        records: list[Record] = self._core._encode_many(objs)  # small pickles framed natively
         if records and max(map(len, records)) > self._core.arena_bytes:
             # before any is put: the caller could not learn the count from the error
             raise MessageTooLarge(
@@ -696,6 +768,10 @@ class Queue:
         ``AccessDenied`` (a pickled record from an untrusted segment),
         ``QueueClosed`` after ``close()``.
         """
+        return self._core._get_obj(block, timeout)  # see put
+
+    def _get_slow(self, block: bool, timeout: float | None) -> Any:
+        # QueueCore._get_obj's path for a closed handle or sync="always".
         self._check_open()
         value = self._decode(self._core.get(block, timeout))
         if self._sync_always:
@@ -737,23 +813,14 @@ class Queue:
         self._check_open()
         if max_items <= 0:
             raise ValueError(f"max_items must be positive, not {max_items}")
-        out: list[Any] = []
         step = _native.QUEUE_MANY_MAX
-        raw = self._core.get_many(min(max_items, step), block, timeout)
-        while True:
-            raw.reverse()
+        # Decoded natively, a batch per mutex hold; an error while decoding
+        # raises it (that batch is consumed, as get() consumes a message).
+        take = self._core._get_many_obj
+        out = take(min(max_items, step), block, timeout)
+        while len(out) < max_items and not self._closed:  # (decoding may close it)
             try:
-                while raw:
-                    out.append(self._decode(raw.pop()))
-            finally:
-                for m in raw:  # after an error: do not hold the rest
-                    if isinstance(m, _native.QueueMessage):
-                        m.release()
-            left = max_items - len(out)
-            if left <= 0:
-                break
-            try:
-                raw = self._core.get_many(min(left, step), False)
+                out += take(min(max_items - len(out), step), False)
             except Empty:
                 break
         if self._sync_always:  # durable: taken and acked

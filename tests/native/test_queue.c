@@ -318,6 +318,47 @@ static void test_priority(void)
 
 /* ---- statuses ------------------------------------------------------------ */
 
+/* Every get against a model: the READY message with the highest priority,
+ * and the oldest among those, whatever the interleaving (heap pops refill
+ * the root bottom-up). */
+static void test_heap_model(void)
+{
+    enum { N = 300 };
+    tq t = tq_new(N, 1 << 18, 0, 0, 0);
+    int32_t mprio[N];
+    uint32_t mcount[N];
+    uint32_t live = 0, counter = 0;
+    for (int round = 0; round < 20000; round++) {
+        int do_put = live == 0 || (live < N && t_rand_below(100) < 55);
+        if (do_put) {
+            int32_t pr = (int32_t)t_rand_below(5) - 2;
+            if (t_rand_below(50) == 0)
+                pr = t_rand_below(2) ? INT32_MAX : INT32_MIN;
+            CHECK_EQ(put_msg(&t.h, 0, counter, pr, 16), IL_OK);
+            mprio[live] = pr;
+            mcount[live] = counter++;
+            live++;
+        } else {
+            uint32_t best = 0;
+            for (uint32_t k = 1; k < live; k++)
+                if (mprio[k] > mprio[best] ||
+                    (mprio[k] == mprio[best] && mcount[k] < mcount[best]))
+                    best = k;
+            phdr p;
+            CHECK_EQ(get_msg(&t.h, &p), IL_OK);
+            CHECK_EQ(p.prio, mprio[best]);
+            CHECK_EQ(p.counter, mcount[best]);
+            mprio[best] = mprio[live - 1];
+            mcount[best] = mcount[live - 1];
+            live--;
+        }
+        if (round % 1000 == 0)
+            check_ok(&t.h);
+    }
+    check_ok(&t.h);
+    tq_free(&t);
+}
+
 static void test_full_and_toobig(void)
 {
     /* maxsize */
@@ -841,6 +882,8 @@ static void test_spinning(void)
     CHECK_EQ(get_msg(&t.h, &p), IL_OK);
     il_q_read_stats(&t.h, &st);
     CHECK_EQ(st.wakes, before + 1);
+    /* the sleeper wakes and re-arms (its snapshot is stale: no sleep) */
+    CHECK_EQ(il_q_wait_sleep(&sleeper, 1000 * MS), IL_OK);
     CHECK_EQ(put_msg(&t.h, 0, 9, 0, 16), IL_OK); /* a commit wakes too */
     il_q_read_stats(&t.h, &st);
     CHECK_EQ(st.wakes, before + 2);
@@ -864,6 +907,145 @@ static void test_spinning(void)
     CHECK_EQ(r.waiters, 1);
     CHECK_EQ(atomic_load(&t.h.q->wq[IL_Q_WAIT_GET].spin_mask), 0);
     CHECK_EQ(atomic_load(&t.h.q->wq[IL_Q_WAIT_GET].mask), 0);
+    tq_free(&t);
+}
+
+/* A single wake on its way suppresses further wake syscalls until a waiter
+ * re-arms (begin, spinning off, after a sleep, or leaving unsatisfied). */
+static void test_wake_pending(void)
+{
+    tq t = tq_new(64, 1 << 16, 0, 0, 1);
+    il_q_waitq *wq = &t.h.q->wq[IL_Q_WAIT_GET];
+    il_q_waiter a, b;
+    il_q_wait_begin(&a, &t.h, me(), IL_Q_WAIT_GET);
+    il_q_stats st;
+    il_q_read_stats(&t.h, &st);
+    uint64_t before = st.wakes;
+    for (uint32_t i = 0; i < 10; i++)
+        CHECK_EQ(put_msg(&t.h, 0, i, 0, 16), IL_OK);
+    il_q_read_stats(&t.h, &st);
+    CHECK_EQ(st.wakes, before + 1); /* one syscall for ten commits */
+    CHECK_EQ(atomic_load(&wq->pending), 1);
+    /* the woken waiter re-arms after its sleep: the next commit wakes again */
+    CHECK_EQ(il_q_wait_sleep(&a, 1000 * MS), IL_OK);
+    CHECK_EQ(atomic_load(&wq->pending), 0);
+    CHECK_EQ(put_msg(&t.h, 0, 10, 0, 16), IL_OK);
+    il_q_read_stats(&t.h, &st);
+    CHECK_EQ(st.wakes, before + 2);
+    /* a take that leaves messages READY passes no second wake while one is
+     * pending */
+    phdr p;
+    CHECK_EQ(get_msg(&t.h, &p), IL_OK);
+    il_q_read_stats(&t.h, &st);
+    CHECK_EQ(st.wakes, before + 2);
+    /* a waiter leaving unsatisfied re-arms and passes the wake on to another
+     * waiter (messages are READY) */
+    il_q_wait_begin(&b, &t.h, me(), IL_Q_WAIT_GET); /* re-arms: pending cleared */
+    CHECK_EQ(atomic_load(&wq->pending), 0);
+    CHECK_EQ(put_msg(&t.h, 0, 11, 0, 16), IL_OK);
+    CHECK_EQ(atomic_load(&wq->pending), 1);
+    il_q_read_stats(&t.h, &st);
+    CHECK_EQ(st.wakes, before + 3);
+    il_q_wait_end(&a, 0);
+    il_q_read_stats(&t.h, &st);
+    CHECK_EQ(st.wakes, before + 4);
+    il_q_wait_end(&b, 1);
+    /* spinning off re-arms too */
+    il_q_wait_begin(&a, &t.h, me(), IL_Q_WAIT_GET);
+    il_q_wait_spinning(&a, 1);
+    atomic_store(&wq->pending, 1);
+    il_q_wait_spinning(&a, 0);
+    CHECK_EQ(atomic_load(&wq->pending), 0);
+    il_q_wait_end(&a, 1);
+    /* a woken waiter that dies before re-arming: recovery clears the flag */
+    pid_t kid = fork_child();
+    if (kid == 0) {
+        il_q_waiter d;
+        il_q_wait_begin(&d, &t.h, me(), IL_Q_WAIT_GET);
+        atomic_store(&wq->pending, 1);
+        kill(getpid(), SIGKILL);
+        _exit(2);
+    }
+    CHECK_EQ(wait_exit(kid), 128 + SIGKILL);
+    CHECK_EQ(atomic_load(&wq->pending), 1);
+    il_q_recovered r;
+    CHECK_EQ(il_q_recover_dead(&t.h, me(), FOREVER, &r), IL_OK);
+    CHECK_EQ(r.waiters, 1);
+    CHECK_EQ(atomic_load(&wq->pending), 0);
+    check_ok(&t.h);
+    tq_free(&t);
+}
+
+/* No wake is ever lost: consumers sleep with a 3 s slice and must always be
+ * woken (IL_OK), never time out, while a producer puts in bursts with pauses
+ * (so that they sleep often) and skips most wake syscalls. */
+typedef struct pend_arg {
+    il_qh *h;
+    uint32_t total;
+    _Atomic uint32_t got;
+    _Atomic uint32_t timeouts;
+} pend_arg;
+
+static void *pend_consumer(void *v)
+{
+    pend_arg *a = v;
+    phdr p;
+    for (;;) {
+        int rc = get_msg(a->h, &p);
+        if (rc == IL_EMPTY) {
+            il_q_waiter w;
+            il_q_wait_begin(&w, a->h, me(), IL_Q_WAIT_GET);
+            for (;;) {
+                rc = get_msg(a->h, &p);
+                if (rc != IL_EMPTY)
+                    break;
+                if (il_q_wait_sleep(&w, 3000 * MS) == IL_TIMEOUT) {
+                    atomic_fetch_add(&a->timeouts, 1);
+                    rc = get_msg(a->h, &p);
+                    break;
+                }
+            }
+            il_q_wait_end(&w, rc == IL_OK);
+        }
+        if (rc != IL_OK)
+            return NULL;
+        if (p.producer == 99) /* stop */
+            return NULL;
+        atomic_fetch_add(&a->got, 1);
+    }
+}
+
+static void test_wake_pending_threads(void)
+{
+    tq t = tq_new(256, 1 << 16, 0, 0, 0);
+    pend_arg a = {&t.h, 20000, 0, 0};
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ(pthread_create(&th[i], NULL, pend_consumer, &a), 0);
+    for (uint32_t i = 0; i < a.total;) {
+        uint32_t burst = 1 + (uint32_t)t_rand_below(8);
+        for (uint32_t k = 0; k < burst && i < a.total; k++, i++) {
+            int rc;
+            while ((rc = put_msg(&t.h, 0, i, 0, 16)) == IL_FULL)
+                sched_yield();
+            CHECK_EQ(rc, IL_OK);
+        }
+        if (t_rand_below(4) == 0) {
+            struct timespec ts = {0, (long)t_rand_below(200) * 1000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ(put_msg(&t.h, 99, 0, 0, 16), IL_OK);
+    for (int i = 0; i < 3; i++)
+        pthread_join(th[i], NULL);
+    CHECK_EQ(atomic_load(&a.got), a.total);
+    CHECK_EQ(atomic_load(&a.timeouts), 0);
+    il_q_stats st;
+    il_q_read_stats(&t.h, &st);
+    printf("    wake_pending_threads: %u messages, %" PRIu64 " wake syscalls\n", a.total,
+           st.wakes);
+    check_ok(&t.h);
     tq_free(&t);
 }
 
@@ -1431,6 +1613,7 @@ int main(int argc, char **argv)
         {"geometry", test_geometry, 0},
         {"fifo", test_fifo, 0},
         {"priority", test_priority, 0},
+        {"heap_model", test_heap_model, 0},
         {"full_and_toobig", test_full_and_toobig, 0},
         {"reserve_commit_nack", test_reserve_commit_nack, 0},
         {"task_done", test_task_done, 0},
@@ -1443,6 +1626,8 @@ int main(int argc, char **argv)
         {"wake_get", test_wake_get, 0},
         {"join_wait", test_join_wait, 0},
         {"spinning", test_spinning, 0},
+        {"wake_pending", test_wake_pending, 0},
+        {"wake_pending_threads", test_wake_pending_threads, 120},
         {"threads_single", test_threads_single, 120},
         {"threads_many", test_threads_many, 120},
         {"processes", test_processes, 120},

@@ -4,11 +4,13 @@ documented behaviour, priorities, codecs, sizes, close, pickling, zero-copy."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import queue
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -292,3 +294,290 @@ def test_trusted_codec_instance_counts_as_trusted() -> None:
         untrusting.put({"b": 2})
         with il.Queue(untrusting.name, codec=il.PickleCodec(trusted=True)) as trusting:
             assert trusting.get(timeout=5) == {"b": 2}
+
+
+# ------------------------------------------------ the native object path (put/get)
+
+
+def test_object_path_writes_and_reads_the_codecs_records(q: il.Queue) -> None:
+    # put's one-call path frames exactly what the codec would; get reads
+    # records the codec wrote (another interlink version, put_many, ...).
+    codec = q.codec
+    for obj in [(1, "abc", 2.0), {"k": [1, 2]}, "x" * 4080, "y" * 4095, None]:
+        q.put(obj)
+        raw = q._core.get()
+        if not isinstance(raw, bytes):  # over 4 KiB: a view, released here
+            with raw:
+                raw = raw.tobytes()
+        assert raw == codec.encode(obj)
+        q._core.put(codec.encode(obj))  # type: ignore[arg-type]
+        assert q.get() == obj
+
+
+@pytest.mark.parametrize("n", [4070, 4080, 4086, 4087, 4088, 4089, 4100, 5000, 70_000])
+def test_object_path_sizes_around_the_copy_and_watch_limits(q: il.Queue, n: int) -> None:
+    # records of 4096 bytes or less are copied under the mutex, larger ones
+    # outside it; pickles of 4096 bytes or more go through the codec
+    obj = ("s", "z" * n)
+    q.put(obj)
+    q.put([n])
+    assert q.get() == obj
+    assert q.get() == [n]
+    assert q.empty()
+
+
+class _BytesSub(bytes):
+    pass
+
+
+def test_object_path_values_that_look_like_its_signals(q: il.Queue) -> None:
+    q.put(NotImplemented)
+    q.put(object())
+    q.put(_BytesSub(b"pickled, not raw"))
+    q.put(memoryview(b"raw view"))
+    assert q.get() is NotImplemented
+    assert type(q.get()) is object
+    got = q.get()
+    assert type(got) is _BytesSub and got == b"pickled, not raw"
+    assert bytes(q.get()) == b"raw view"
+
+
+def test_object_path_after_a_big_object_the_codec_watches(q: il.Queue) -> None:
+    np = pytest.importorskip("numpy")
+    from interlink._codec import _WATCH
+
+    q.put((1, 2))
+    assert q.codec._watch == 0  # type: ignore[attr-defined]
+    q.put({"array": np.arange(4096.0)})  # pickled once by the native path, then by the codec
+    assert q.codec._watch == _WATCH  # type: ignore[attr-defined]
+    for i in range(3):
+        q.put(("small", i))  # while watching: the codec's path
+    assert q.codec._watch == _WATCH - 3  # type: ignore[attr-defined]
+    got = q.get()
+    assert got == (1, 2)
+    arr = q.get()["array"]
+    assert not arr.flags.owndata and arr.sum() == np.arange(4096.0).sum()  # out of band
+    del arr
+    assert [q.get() for _ in range(3)] == [("small", i) for i in range(3)]
+
+
+class _Reducer:
+    calls = 0
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def __reduce__(self) -> Any:
+        type(self).calls += 1
+        raise self.exc
+
+
+class _Stop(BaseException):
+    pass
+
+
+def test_object_path_encode_errors(q: il.Queue) -> None:
+    with pytest.raises(il.EncodeError) as info:
+        q.put(lambda: 0)
+    assert isinstance(info.value, TypeError)
+    assert isinstance(info.value.__cause__, (pickle.PicklingError, AttributeError))
+    assert "codec 'pickle' cannot encode function" in str(info.value)
+    _Reducer.calls = 0
+    with pytest.raises(il.EncodeError) as info:
+        q.put(_Reducer(KeyError("boom")))
+    assert isinstance(info.value.__cause__, KeyError)
+    assert info.value.__cause__.__traceback__ is not None
+    assert _Reducer.calls == 1  # pickled once, not again by a fallback
+    with pytest.raises(_Stop):  # not an Exception: propagates unchanged
+        q.put(_Reducer(_Stop()))
+    with pytest.raises(MemoryError):
+        q.put(_Reducer(MemoryError()))
+    assert q.empty()
+    q.put("fine")
+    assert q.get() == "fine"
+
+
+def test_object_path_damaged_payload_is_corrupt_and_consumed(q: il.Queue) -> None:
+    tail = q.codec._tail  # type: ignore[attr-defined]
+    q._core.put(b"\x80\x05\x95garbage" + tail)
+    q._core.put(b"" + tail)  # an empty payload
+    q.put("after")
+    for _ in range(2):
+        with pytest.raises(il.Corrupt) as info:
+            q.get(timeout=5)
+        assert "pickle payload could not be decoded" in str(info.value)
+        assert isinstance(info.value.__cause__, (pickle.UnpicklingError, EOFError, ValueError))
+    assert q.get(timeout=5) == "after"
+
+
+def test_object_path_checks_the_trailer_uid_and_trust(q: il.Queue) -> None:
+    from interlink._codec import _TRAILER, CODEC_PICKLE, MAGIC
+
+    payload = pickle.dumps({"from": "elsewhere"}, 5)
+    other = _TRAILER.pack((os.geteuid() + 1) & 0xFFFFFFFF, CODEC_PICKLE, 0, 0, MAGIC)
+    q._core.put(payload + other)
+    with pytest.raises(il.AccessDenied):
+        q.get(timeout=5)
+    q._core.put(payload + other)
+    with il.Queue(q.name, trusted=True) as trusting:
+        assert trusting.get(timeout=5) == {"from": "elsewhere"}
+    bad_magic = q.codec._tail[:-1] + b"\x00"  # type: ignore[attr-defined]
+    q._core.put(payload + bad_magic)
+    with pytest.raises(il.Corrupt):
+        q.get(timeout=5)
+
+
+def test_queue_handle_is_freed_without_the_cycle_collector() -> None:
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        qu = il.Queue()
+        qu.put(1)
+        assert qu.get() == 1
+        ref = weakref.ref(qu)
+        name = qu.name
+        del qu
+        assert ref() is None  # reference counting alone: __del__ closed it
+        with pytest.raises(il.NotFound):
+            il.Queue(name, create=False)
+    finally:
+        gc.enable()
+
+
+class _CountingQueue(il.Queue):
+    puts = 0
+
+    def put(
+        self, obj: Any, block: bool = True, timeout: float | None = None, *, priority: int = 0
+    ) -> None:
+        type(self).puts += 1
+        super().put(obj, block, timeout, priority=priority)
+
+
+def test_put_and_get_are_native_unless_overridden() -> None:
+    with il.Queue() as q:
+        assert "put" in vars(q) and "get" in vars(q)  # the core's methods, no Python frame
+        q.put("a", priority=1)
+        q.put("b", True, 5, priority=2)
+        q.put_nowait("c", priority=3)
+        assert q.get(timeout=5) == "c"
+        assert q.get(True, 5) == "b"
+        assert q.get_nowait() == "a"
+        with pytest.raises(TypeError):
+            q.put()  # type: ignore[call-arg]
+        with pytest.raises(TypeError):
+            q.get(1, 2, 3)  # type: ignore[call-arg]
+        with pytest.raises(ValueError):
+            q.put("x", True, -1)  # a negative timeout, as multiprocessing
+        assert q.empty()
+    with _CountingQueue() as cq:
+        assert "put" not in vars(cq) and "get" in vars(cq)
+        cq.put((1, 2))
+        cq.put(b"raw")
+        assert cq.get(timeout=5) == (1, 2) and cq.get(timeout=5) == b"raw"
+        assert _CountingQueue.puts == 2
+
+
+def test_bound_put_outliving_its_queue_raises_closed() -> None:
+    q = il.Queue()
+    put, get = q.put, q.get
+    put(1)
+    del q  # closes the handle (no other reference)
+    with pytest.raises(il.QueueClosed):
+        put(2)
+    with pytest.raises(il.QueueClosed):
+        get()
+
+
+def test_many_object_paths_mixed_records(q: il.Queue) -> None:
+    np = pytest.importorskip("numpy")
+    arr = np.arange(2048.0)
+    objs = [
+        (1, "a"),
+        b"raw",
+        bytearray(b"ba"),
+        "s" * 5000,
+        {"arr": arr},
+        _BytesSub(b"sub"),
+        None,
+        ("after", [2]),
+    ]
+    assert q.put_many(objs, priority=1) == len(objs)
+    assert q.put_many(iter([(9,), (10,)])) == 2  # any iterable
+    got = q.get_many(100)
+    assert len(got) == 10
+    assert got[:4] == objs[:4] and type(got[2]) is bytearray
+    assert np.array_equal(got[4]["arr"], arr) and not got[4]["arr"].flags.owndata
+    assert type(got[5]) is _BytesSub and got[6:] == [None, ("after", [2]), (9,), (10,)]
+    with pytest.raises(il.EncodeError):
+        q.put_many([1, lambda: 0])
+    assert q.empty()  # nothing put: encoding comes first
+
+
+def test_get_many_decode_error_raises_and_consumes_the_batch(q: il.Queue) -> None:
+    tail = q.codec._tail  # type: ignore[attr-defined]
+    q.put("first")
+    q._core.put(b"\x80\x05garbage" + tail)
+    q.put("third")
+    with pytest.raises(il.Corrupt) as info:
+        q.get_many(10)
+    assert isinstance(info.value.__cause__, (pickle.UnpicklingError, EOFError, ValueError))
+    assert q.empty() and q.stats()["taken"] == 0
+    q.put_many(["x", "y"])
+    assert q.get_many(10) == ["x", "y"]
+
+
+def test_get_many_refuses_pickles_from_an_untrusted_segment() -> None:
+    with il.Queue(mode=0o666) as q:  # writable by others
+        q.put_many([b"raw", {"pickled": 1}])
+        with pytest.raises(il.AccessDenied):
+            q.get_many(10)
+        assert q.empty()
+
+
+_close_target: list[il.Queue] = []
+
+
+def _close_and_mark() -> str:
+    for qu in _close_target:
+        qu.close()
+    return "closed"
+
+
+class _Closer:
+    """Closes the queues in _close_target when pickled (put) and unpickled (get)."""
+
+    def __reduce__(self) -> Any:
+        _close_and_mark()
+        return (_close_and_mark, ())
+
+
+def test_closing_the_queue_while_pickling_or_unpickling_is_safe() -> None:
+    with il.Queue() as q:
+        _close_target[:] = [q]
+        try:
+            with pytest.raises(il.QueueClosed):  # closed before the write
+                q.put(_Closer())
+        finally:
+            _close_target.clear()
+        assert q.closed
+    for many in (False, True):
+        with il.Queue() as q:
+            q.put_many([_Closer(), 1, _Closer(), "x" * 5000])
+            _close_target[:] = [q]
+            try:
+                got = q.get_many(10) if many else [q.get()]
+            finally:
+                _close_target.clear()
+            assert q.closed
+            assert got == (["closed", 1, "closed", "x" * 5000] if many else ["closed"])
+
+
+def test_native_put_and_get_have_the_documented_signatures(q: il.Queue) -> None:
+    import inspect
+
+    assert list(inspect.signature(q.put).parameters) == ["obj", "block", "timeout", "priority"]
+    assert list(inspect.signature(q.get).parameters) == ["block", "timeout"]
+    assert "Queue.put" in (q.put.__doc__ or "") and "Queue.get" in (q.get.__doc__ or "")

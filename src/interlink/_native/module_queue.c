@@ -46,6 +46,26 @@ typedef struct {
     int busy;        /* threads inside a GIL-free section on this handle */
     Py_ssize_t live; /* QueueMessage objects that view the mapping */
     int64_t spin_ns; /* adaptive spin of a consumer before it registers and sleeps */
+    /* The object path (_fast_setup; docs/design/queue.md section 7): small
+     * pickles are framed on put and unframed on get here, in one call;
+     * everything else is handed to the Queue's own Python path. */
+    PyObject *f_dumps;      /* pickle.dumps, or NULL: _put_obj always defers */
+    PyObject *f_loads;      /* pickle.loads, or NULL: _get_obj hands every record to f_decode */
+    PyObject *f_codec;      /* the codec (a PickleCodec's `_watch` hint) */
+    PyObject *f_watch_name; /* "_watch" */
+    PyObject *f_encode_name; /* "encode" */
+    PyObject *f_watch;      /* stored in codec._watch after a big pickle */
+    PyObject *f_proto;      /* the int 5 (pickle protocol) */
+    PyObject *f_decode;     /* record -> object: every record the fast path does not take */
+    PyObject *f_errors;     /* payload parser errors: reported as Corrupt */
+    PyObject *f_enc_error;  /* (obj, exc) -> EncodeError */
+    PyObject *f_owner;      /* weak reference to the Queue (no cycle) */
+    PyObject *f_put_slow;   /* (queue, obj, block, timeout, priority): the Python put */
+    PyObject *f_get_slow;   /* (queue, block, timeout): the Python get */
+    PyObject *f_closed;     /* exception type raised when the Queue is gone */
+    int f_defer;            /* _put_obj / _get_obj always defer (e.g. a sync="always" queue) */
+    Py_ssize_t f_limit;     /* pickles at least this long go through the codec */
+    uint8_t f_tail[8];      /* the codec's trailer of a plain pickle record */
     module_state *st;
     PyObject *weakreflist;
     PyObject *dict;
@@ -194,12 +214,45 @@ static int q_traverse(QObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->dict);
+    Py_VISIT(self->f_dumps);
+    Py_VISIT(self->f_loads);
+    Py_VISIT(self->f_codec);
+    Py_VISIT(self->f_watch_name);
+    Py_VISIT(self->f_encode_name);
+    Py_VISIT(self->f_watch);
+    Py_VISIT(self->f_proto);
+    Py_VISIT(self->f_decode);
+    Py_VISIT(self->f_errors);
+    Py_VISIT(self->f_enc_error);
+    Py_VISIT(self->f_owner);
+    Py_VISIT(self->f_put_slow);
+    Py_VISIT(self->f_get_slow);
+    Py_VISIT(self->f_closed);
     return 0;
+}
+
+static void q_fast_clear(QObject *self)
+{
+    Py_CLEAR(self->f_dumps);
+    Py_CLEAR(self->f_loads);
+    Py_CLEAR(self->f_codec);
+    Py_CLEAR(self->f_watch_name);
+    Py_CLEAR(self->f_encode_name);
+    Py_CLEAR(self->f_watch);
+    Py_CLEAR(self->f_proto);
+    Py_CLEAR(self->f_decode);
+    Py_CLEAR(self->f_errors);
+    Py_CLEAR(self->f_enc_error);
+    Py_CLEAR(self->f_owner);
+    Py_CLEAR(self->f_put_slow);
+    Py_CLEAR(self->f_get_slow);
+    Py_CLEAR(self->f_closed);
 }
 
 static int q_clear(QObject *self)
 {
     Py_CLEAR(self->dict);
+    q_fast_clear(self);
     return 0;
 }
 
@@ -218,6 +271,7 @@ static void q_dealloc(QObject *self)
         PyBuffer_Release(&self->buf);
     }
     Py_CLEAR(self->dict);
+    q_fast_clear(self);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -721,10 +775,10 @@ static int parse_block_timeout(PyObject *block, PyObject *timeout, int64_t *time
 
 /* Put one payload that is copied outside the mutex: reserve (blocking as
  * asked), copy with the GIL released, commit (always completes). */
-static int put_large(QObject *self, const Py_buffer *v, int32_t prio, uint32_t tag,
+static int put_large(QObject *self, const void *data, uint64_t len, int32_t prio, uint32_t tag,
                      int64_t timeout_ns)
 {
-    reserve_ctx c = {(uint64_t)v->len, prio, tag, {0}};
+    reserve_ctx c = {len, prio, tag, {0}};
     int rc = q_drive(self, IL_Q_WAIT_PUT, IL_FULL, timeout_ns, attempt_reserve, &c);
     if (rc != IL_OK)
         return rc;
@@ -732,7 +786,7 @@ static int put_large(QObject *self, const Py_buffer *v, int32_t prio, uint32_t t
     self->busy++;
     Py_BEGIN_ALLOW_THREADS
     if (dst != NULL)
-        memcpy(dst, v->buf, (size_t)v->len);
+        memcpy(dst, data, (size_t)len);
     do
         rc = dst != NULL ? il_q_commit(&self->h, self->ident, &c.m, -1)
                          : il_q_abort(&self->h, self->ident, &c.m, -1);
@@ -742,6 +796,18 @@ static int put_large(QObject *self, const Py_buffer *v, int32_t prio, uint32_t t
     if (dst == NULL && rc == IL_OK)
         rc = IL_CORRUPT;
     return rc;
+}
+
+/* Put one payload: copied under the mutex up to IL_Q_INLINE_COPY bytes,
+ * else reserve / copy outside / commit (put_large). */
+static int put_payload(QObject *self, const void *data, uint64_t len, int32_t prio,
+                       uint32_t tag, int64_t timeout_ns)
+{
+    if (len > IL_Q_INLINE_COPY)
+        return put_large(self, data, len, prio, tag, timeout_ns);
+    il_q_item it = {data, len, prio, tag};
+    put_ctx c = {&it, 1, 0};
+    return q_drive(self, IL_Q_WAIT_PUT, IL_FULL, timeout_ns, attempt_put, &c);
 }
 
 PyDoc_STRVAR(q_put_doc,
@@ -767,14 +833,7 @@ static PyObject *q_put(QObject *self, PyObject *const *args, Py_ssize_t nargs,
     Py_buffer v;
     if (PyObject_GetBuffer(a[0], &v, PyBUF_SIMPLE) < 0)
         return NULL;
-    int rc;
-    if ((uint64_t)v.len > IL_Q_INLINE_COPY) {
-        rc = put_large(self, &v, prio, tag, timeout_ns);
-    } else {
-        il_q_item it = {v.buf, (uint64_t)v.len, prio, tag};
-        put_ctx c = {&it, 1, 0};
-        rc = q_drive(self, IL_Q_WAIT_PUT, IL_FULL, timeout_ns, attempt_put, &c);
-    }
+    int rc = put_payload(self, v.buf, (uint64_t)v.len, prio, tag, timeout_ns);
     PyBuffer_Release(&v);
     if (rc < 0)
         return NULL;
@@ -938,7 +997,7 @@ static PyObject *q_put_many(QObject *self, PyObject *const *args, Py_ssize_t nar
                 left = 0;
         }
         if (items[done].len > IL_Q_INLINE_COPY) {
-            rc = put_large(self, &views[done], prio, tag, left);
+            rc = put_large(self, views[done].buf, (uint64_t)views[done].len, prio, tag, left);
             if (rc == IL_OK)
                 done++;
         } else {
@@ -1149,6 +1208,529 @@ static PyObject *q_get_many(QObject *self, PyObject *const *args, Py_ssize_t nar
     }
     settle_many(self, small, nsmall, 0);
     return list;
+}
+
+/* ======================================================================= */
+/* QueueCore: the codec fast path (objects in, objects out)                */
+/* ======================================================================= */
+
+/* The current exception, normalized, with its traceback attached (owned). */
+static PyObject *fetch_exc(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException(); /* PyErr_Fetch is deprecated there */
+#else
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyErr_NormalizeException(&et, &ev, &tb);
+    if (ev != NULL && tb != NULL)
+        PyException_SetTraceback(ev, tb);
+    Py_XDECREF(et);
+    Py_XDECREF(tb);
+    return ev;
+#endif
+}
+
+/* Raise `exc` (owned; NULL: an exception is already set) as `raise exc from
+ * cause` does (cause owned). */
+static void raise_from(PyObject *exc, PyObject *cause)
+{
+    if (exc == NULL) {
+        Py_XDECREF(cause);
+        return;
+    }
+    if (!PyExceptionInstance_Check(exc)) {
+        Py_DECREF(exc);
+        Py_XDECREF(cause);
+        PyErr_SetString(PyExc_TypeError, "the queue's error factory returned a non-exception");
+        return;
+    }
+    if (cause != NULL) {
+        PyException_SetContext(exc, Py_NewRef(cause)); /* steals */
+        PyException_SetCause(exc, cause);              /* steals; suppresses the context */
+    }
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, NULL);
+}
+
+PyDoc_STRVAR(q_fast_setup_doc,
+             "_fast_setup($self, *, owner, put_slow, get_slow, closed, codec, decode, "
+             "errors, encode_error, dumps=None, loads=None, tail=b'', limit=0, watch=0, "
+             "defer=False)\n--\n\n"
+             "Configure _put_obj / _get_obj, the Queue's put and get.  They take the Queue's "
+             "own Python path -- put_slow(queue, obj, block, timeout, priority) and "
+             "get_slow(queue, block, timeout), with queue = owner() (a weak reference; "
+             "`closed` is raised when it is gone) -- when the handle is closed or `defer` is "
+             "true.  `dumps` (pickle.dumps, or None: put_slow always) pickles objects other "
+             "than exact bytes/bytearray/memoryview while `codec._watch` is 0; a pickle "
+             "shorter than `limit` is put as pickle + `tail` (8 bytes), a longer one sets "
+             "`codec._watch = watch` and goes to put_slow.  `loads` (or None) unpickles a "
+             "record whose last 8 bytes equal `tail`, copied out of the queue; its `errors` "
+             "(a tuple) become Corrupt.  Every other record goes to `decode(record)`.  "
+             "`encode_error(obj, exc)` builds the exception raised from a failed dumps.");
+
+static PyObject *q_fast_setup(QObject *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    static const char *const names[] = {"owner",  "put_slow", "get_slow",     "closed",
+                                        "codec",  "decode",   "errors",       "encode_error",
+                                        "dumps",  "loads",    "tail",         "limit",
+                                        "watch",  "defer",    NULL};
+    PyObject *a[14];
+    if (nargs != 0) {
+        PyErr_SetString(PyExc_TypeError, "_fast_setup() takes keyword arguments only");
+        return NULL;
+    }
+    if (fast_args("_fast_setup", args, nargs, kwnames, names, 8, a) < 0)
+        return NULL;
+    for (int i = 0; i < 3; i++) {
+        if (!PyCallable_Check(a[i])) {
+            PyErr_Format(PyExc_TypeError, "%s must be callable", names[i]);
+            return NULL;
+        }
+    }
+    if (!PyCallable_Check(a[5]) || !PyCallable_Check(a[7])) {
+        PyErr_SetString(PyExc_TypeError, "decode and encode_error must be callable");
+        return NULL;
+    }
+    if (!PyTuple_Check(a[6])) {
+        PyErr_SetString(PyExc_TypeError, "errors must be a tuple of exception types");
+        return NULL;
+    }
+    PyObject *dumps = a[8] == Py_None ? NULL : a[8];
+    PyObject *loads = a[9] == Py_None ? NULL : a[9];
+    if ((dumps || loads) && (a[10] == NULL || !PyBytes_Check(a[10]) ||
+                             PyBytes_GET_SIZE(a[10]) != 8)) {
+        PyErr_SetString(PyExc_ValueError, "tail must be 8 bytes");
+        return NULL;
+    }
+    Py_ssize_t lim = 0;
+    if (a[11] != NULL) {
+        lim = PyLong_AsSsize_t(a[11]);
+        if (lim == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    int defer = a[13] != NULL ? PyObject_IsTrue(a[13]) : 0;
+    if (defer < 0)
+        return NULL;
+    PyObject *name = PyUnicode_InternFromString("_watch");
+    PyObject *ename = PyUnicode_InternFromString("encode");
+    PyObject *proto = PyLong_FromLong(5);
+    if (name == NULL || ename == NULL || proto == NULL) {
+        Py_XDECREF(name);
+        Py_XDECREF(ename);
+        Py_XDECREF(proto);
+        return NULL;
+    }
+    q_fast_clear(self);
+    self->f_owner = Py_NewRef(a[0]);
+    self->f_put_slow = Py_NewRef(a[1]);
+    self->f_get_slow = Py_NewRef(a[2]);
+    self->f_closed = Py_NewRef(a[3]);
+    self->f_codec = Py_NewRef(a[4]);
+    self->f_decode = Py_NewRef(a[5]);
+    self->f_errors = Py_NewRef(a[6]);
+    self->f_enc_error = Py_NewRef(a[7]);
+    self->f_dumps = Py_XNewRef(dumps);
+    self->f_loads = Py_XNewRef(loads);
+    self->f_watch_name = name;
+    self->f_encode_name = ename;
+    self->f_watch = a[12] != NULL ? Py_NewRef(a[12]) : PyLong_FromLong(0);
+    self->f_proto = proto;
+    self->f_defer = defer;
+    self->f_limit = lim;
+    if (dumps || loads)
+        memcpy(self->f_tail, PyBytes_AS_STRING(a[10]), 8);
+    if (self->f_watch == NULL)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* The owner Queue (new reference), or NULL with `closed` raised. */
+static PyObject *fast_owner(QObject *self)
+{
+    if (self->f_owner == NULL) {
+        PyErr_SetString(self->st->Closed, "this queue handle is not set up for objects");
+        return NULL;
+    }
+    PyObject *q = PyObject_CallNoArgs(self->f_owner);
+    if (q == Py_None) {
+        Py_DECREF(q);
+        PyErr_SetString(self->f_closed, "the queue handle is closed (its Queue is gone)");
+        return NULL;
+    }
+    return q;
+}
+
+/* The Queue's Python put with the caller's arguments (defaults filled in). */
+static PyObject *put_slow(QObject *self, PyObject *const *a)
+{
+    PyObject *q = fast_owner(self);
+    if (q == NULL)
+        return NULL;
+    PyObject *zero = a[3] ? NULL : PyLong_FromLong(0);
+    if (a[3] == NULL && zero == NULL) {
+        Py_DECREF(q);
+        return NULL;
+    }
+    PyObject *v[5] = {q, a[0], a[1] ? a[1] : Py_True, a[2] ? a[2] : Py_None,
+                      a[3] ? a[3] : zero};
+    PyObject *r = PyObject_Vectorcall(self->f_put_slow, v, 5, NULL);
+    Py_XDECREF(zero);
+    Py_DECREF(q);
+    return r;
+}
+
+/* The Queue's Python get with the caller's arguments. */
+static PyObject *get_slow(QObject *self, PyObject *const *args, Py_ssize_t nargs,
+                          PyObject *kwnames)
+{
+    static const char *const names[] = {"block", "timeout", NULL};
+    PyObject *a[2];
+    if (fast_args("get", args, nargs, kwnames, names, 0, a) < 0)
+        return NULL;
+    PyObject *q = fast_owner(self);
+    if (q == NULL)
+        return NULL;
+    PyObject *v[3] = {q, a[0] ? a[0] : Py_True, a[1] ? a[1] : Py_None};
+    PyObject *r = PyObject_Vectorcall(self->f_get_slow, v, 3, NULL);
+    Py_DECREF(q);
+    return r;
+}
+
+/* dumps failed: MemoryError and non-Exception exceptions propagate as they
+ * are, others become encode_error(obj, exc) raised from exc. */
+static void encode_failed(QObject *self, PyObject *obj)
+{
+    if (PyErr_ExceptionMatches(PyExc_MemoryError) || !PyErr_ExceptionMatches(PyExc_Exception))
+        return;
+    PyObject *cause = fetch_exc();
+    raise_from(PyObject_CallFunctionObjArgs(self->f_enc_error, obj, cause, NULL), cause);
+}
+
+/* Pickle `obj` as PickleCodec.encode would without a buffer callback: 1 and
+ * *data (a pickle shorter than the limit: the record is it + the tail); 0
+ * when the codec must encode it (a raw bytes kind, the codec watching for
+ * out-of-band buffers, or a pickle that long: then codec._watch is set, as
+ * PickleCodec.encode does); -1 with an exception (EncodeError from dumps). */
+static int fast_pickle(QObject *self, PyObject *obj, PyObject **data)
+{
+    /* the pickle codec sends these exact types unpickled (_codec._RAW_KINDS) */
+    if (self->f_dumps == NULL || Py_IS_TYPE(obj, &PyBytes_Type) ||
+        Py_IS_TYPE(obj, &PyByteArray_Type) || Py_IS_TYPE(obj, &PyMemoryView_Type))
+        return 0;
+    PyObject *w = PyObject_GetAttr(self->f_codec, self->f_watch_name);
+    if (w == NULL)
+        return -1;
+    int watching = PyObject_IsTrue(w);
+    Py_DECREF(w);
+    if (watching != 0)
+        return watching < 0 ? -1 : 0;
+    PyObject *pargs[2] = {obj, self->f_proto};
+    PyObject *d = PyObject_Vectorcall(self->f_dumps, pargs, 2, NULL);
+    if (d == NULL) {
+        encode_failed(self, obj);
+        return -1;
+    }
+    if (!PyBytes_Check(d)) {
+        Py_DECREF(d);
+        PyErr_SetString(PyExc_TypeError, "the fast path's dumps did not return bytes");
+        return -1;
+    }
+    if (PyBytes_GET_SIZE(d) >= self->f_limit) {
+        /* big enough to hold an out-of-band buffer: the codec pickles it
+         * again watching for them */
+        Py_DECREF(d);
+        return PyObject_SetAttr(self->f_codec, self->f_watch_name, self->f_watch) < 0 ? -1 : 0;
+    }
+    *data = d;
+    return 1;
+}
+
+PyDoc_STRVAR(q_put_obj_doc,
+             "_put_obj($self, obj, block=True, timeout=None, priority=0)\n--\n\n"
+             "Queue.put: put `obj`; when the queue is full wait up to `timeout` seconds.  "
+             "A small pickle is encoded, framed and written in this one call; anything else goes "
+             "through the Queue's codec path (see _fast_setup).  Raises queue.Full, "
+             "MessageTooLarge, EncodeError, QueueClosed like Queue.put.");
+
+static PyObject *q_put_obj(QObject *self, PyObject *const *args, Py_ssize_t nargs,
+                           PyObject *kwnames)
+{
+    static const char *const names[] = {"obj", "block", "timeout", "priority", NULL};
+    PyObject *a[4];
+    if (fast_args("put", args, nargs, kwnames, names, 1, a) < 0)
+        return NULL;
+    if (self->closed || self->f_defer || self->f_dumps == NULL)
+        return put_slow(self, a);
+    PyObject *data;
+    int got = fast_pickle(self, a[0], &data);
+    if (got < 0)
+        return NULL;
+    if (got == 0)
+        return put_slow(self, a);
+    /* Checked after pickling: pickling runs Python code, which may close
+     * this handle (and unmap the queue). */
+    if (self->closed) {
+        Py_DECREF(data);
+        return put_slow(self, a); /* raises QueueClosed */
+    }
+    int64_t timeout_ns;
+    int32_t prio;
+    if (parse_block_timeout(a[1], a[2], &timeout_ns) < 0 || parse_prio(a[3], &prio) < 0 ||
+        q_check(self) < 0) {
+        Py_DECREF(data);
+        return NULL;
+    }
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    uint64_t len = (uint64_t)n + 8;
+    int rc;
+    if (len <= IL_Q_INLINE_COPY) {
+        uint8_t rec[IL_Q_INLINE_COPY];
+        memcpy(rec, PyBytes_AS_STRING(data), (size_t)n);
+        memcpy(rec + n, self->f_tail, 8);
+        Py_DECREF(data);
+        rc = put_payload(self, rec, len, prio, 0, timeout_ns);
+    } else {
+        PyObject *rec = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
+        if (rec == NULL) {
+            Py_DECREF(data);
+            return NULL;
+        }
+        memcpy(PyBytes_AS_STRING(rec), PyBytes_AS_STRING(data), (size_t)n);
+        memcpy(PyBytes_AS_STRING(rec) + n, self->f_tail, 8);
+        Py_DECREF(data);
+        rc = put_payload(self, PyBytes_AS_STRING(rec), len, prio, 0, timeout_ns);
+        Py_DECREF(rec);
+    }
+    if (rc < 0)
+        return NULL;
+    if (rc != IL_OK)
+        return q_raise(self, rc, "put");
+    Py_RETURN_NONE;
+}
+
+/* The current exception (a payload parser's) becomes Corrupt, raised from it. */
+static void corrupt_from_current(QObject *self)
+{
+    PyObject *cause = fetch_exc();
+    PyObject *msg = PyUnicode_FromFormat("pickle payload could not be decoded: %S", cause);
+    raise_from(msg ? PyObject_CallOneArg(self->st->Corrupt, msg) : NULL, cause);
+    Py_XDECREF(msg);
+}
+
+/* Unpickle the payload of a plain pickle record (the trailer checked). */
+static PyObject *fast_loads(QObject *self, const uint8_t *payload, Py_ssize_t n)
+{
+    PyObject *b = PyBytes_FromStringAndSize((const char *)payload, n);
+    if (b == NULL)
+        return NULL;
+    PyObject *r = PyObject_CallOneArg(self->f_loads, b);
+    Py_DECREF(b);
+    if (r == NULL && PyErr_ExceptionMatches(self->f_errors))
+        corrupt_from_current(self);
+    return r;
+}
+
+PyDoc_STRVAR(q_get_obj_doc,
+             "_get_obj($self, block=True, timeout=None)\n--\n\n"
+             "Queue.get: remove and return the next object (highest priority, then "
+             "oldest), waiting up to `timeout` seconds.  A small pickle of this user is "
+             "checked and unpickled in this one call; every other record is decoded by the codec "
+             "(see _fast_setup).  Raises queue.Empty, AccessDenied, Corrupt, QueueClosed "
+             "like Queue.get.");
+
+static PyObject *q_get_obj(QObject *self, PyObject *const *args, Py_ssize_t nargs,
+                           PyObject *kwnames)
+{
+    if (self->closed || self->f_defer)
+        return get_slow(self, args, nargs, kwnames);
+    int64_t timeout_ns;
+    if (parse_get_args("get", args, nargs, kwnames, &timeout_ns) < 0 || q_check(self) < 0)
+        return NULL;
+    uint8_t buf[IL_Q_INLINE_COPY];
+    take_ctx c = {buf, sizeof buf, {0}};
+    int rc = q_drive(self, IL_Q_WAIT_GET, IL_EMPTY, timeout_ns, attempt_take, &c);
+    if (rc < 0)
+        return NULL;
+    if (rc != IL_OK)
+        return q_raise(self, rc, "get");
+    PyObject *data;
+    if (c.m.copied) {
+        Py_ssize_t n = (Py_ssize_t)c.m.len;
+        if (self->f_loads != NULL && n >= 8 && memcmp(buf + n - 8, self->f_tail, 8) == 0)
+            return fast_loads(self, buf, n - 8);
+        data = PyBytes_FromStringAndSize((const char *)buf, n);
+    } else {
+        data = deliver(self, &c);
+        if (data != NULL && (self->h.flags & IL_Q_DURABLE))
+            ((QMsgObject *)data)->nack = 0; /* get() delivers: dropping the view acks it */
+    }
+    if (data == NULL || self->f_decode == NULL)
+        return data;
+    PyObject *r = PyObject_CallOneArg(self->f_decode, data);
+    Py_DECREF(data);
+    return r;
+}
+
+PyDoc_STRVAR(q_get_many_obj_doc,
+             "_get_many_obj($self, max_items, block=True, timeout=None)\n--\n\n"
+             "get_many() decoded: take up to `max_items` (<= 256) messages in one mutex hold "
+             "(waiting as get() only while none is available), copy the small ones out and "
+             "free them in one more, then decode each as _get_obj does.  An error while "
+             "decoding raises it; the messages taken are consumed (as with get()).");
+
+static PyObject *q_get_many_obj(QObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames)
+{
+    static const char *const names[] = {"max_items", "block", "timeout", NULL};
+    PyObject *a[3];
+    if (fast_args("get_many", args, nargs, kwnames, names, 1, a) < 0)
+        return NULL;
+    Py_ssize_t want = PyLong_AsSsize_t(a[0]);
+    if (want == -1 && PyErr_Occurred())
+        return NULL;
+    if (want < 1 || want > (Py_ssize_t)Q_MANY_MAX) {
+        PyErr_Format(PyExc_ValueError, "max_items must be within 1..%u", Q_MANY_MAX);
+        return NULL;
+    }
+    int64_t timeout_ns;
+    if (parse_block_timeout(a[1], a[2], &timeout_ns) < 0 || q_check(self) < 0)
+        return NULL;
+    il_q_msg ms[Q_MANY_MAX];
+    many_ctx c = {ms, (uint32_t)want, 0};
+    int rc = q_drive(self, IL_Q_WAIT_GET, IL_EMPTY, timeout_ns, attempt_take_many, &c);
+    if (rc < 0)
+        return NULL;
+    if (rc != IL_OK)
+        return q_raise(self, rc, "get_many");
+    int durable = (self->h.flags & IL_Q_DURABLE) != 0;
+    /* The mapping stays while entries are held here, even if a finalizer
+     * run by an allocation closes the handle (q_maybe_release). */
+    self->busy++;
+    PyObject *list = PyList_New((Py_ssize_t)c.got);
+    if (list == NULL) {
+        settle_many(self, ms, c.got, durable); /* nothing delivered */
+        self->busy--;
+        q_maybe_release(self);
+        return NULL;
+    }
+    /* Pass 1, no Python code runs: small payloads copied out (a plain pickle
+     * record's payload alone, flagged), large ones wrapped; then the small
+     * entries are freed in one mutex hold.  Only then is anything decoded. */
+    il_q_msg small[Q_MANY_MAX];
+    uint8_t plain[Q_MANY_MAX];
+    uint32_t nsmall = 0, k = 0;
+    for (; k < c.got; k++) {
+        PyObject *item;
+        plain[k] = 0;
+        if (ms[k].len <= IL_Q_INLINE_COPY) {
+            const uint8_t *p = il_q_payload(&self->h, &ms[k]);
+            Py_ssize_t n = (Py_ssize_t)ms[k].len;
+            if (p == NULL) {
+                item = q_raise(self, IL_CORRUPT, "get_many");
+            } else if (self->f_loads != NULL && n >= 8 && memcmp(p + n - 8, self->f_tail, 8) == 0) {
+                plain[k] = 1;
+                item = PyBytes_FromStringAndSize((const char *)p, n - 8);
+            } else {
+                item = PyBytes_FromStringAndSize((const char *)p, n);
+            }
+            small[nsmall++] = ms[k];
+        } else {
+            QMsgObject *o = qmsg_make(self, &ms[k]);
+            if (o != NULL)
+                o->nack = 0; /* delivered: dropping the view acks it */
+            item = (PyObject *)o;
+        }
+        if (item == NULL)
+            break;
+        PyList_SET_ITEM(list, (Py_ssize_t)k, item);
+    }
+    if (k < c.got) {
+        /* an error: deliver nothing; a durable queue gets everything back */
+        for (uint32_t j = 0; j < k; j++) {
+            PyObject *it = PyList_GET_ITEM(list, (Py_ssize_t)j);
+            if (Py_IS_TYPE(it, g_qmsg_type))
+                ((QMsgObject *)it)->nack = durable;
+        }
+        if (ms[k].len > IL_Q_INLINE_COPY) /* the one that failed, if not in small */
+            small[nsmall++] = ms[k];
+        for (uint32_t j = k + 1; j < c.got; j++)
+            small[nsmall++] = ms[j];
+        settle_many(self, small, nsmall, durable);
+        self->busy--;
+        Py_DECREF(list); /* items not yet set are NULL: fine for list dealloc */
+        q_maybe_release(self);
+        return NULL;
+    }
+    settle_many(self, small, nsmall, 0);
+    self->busy--;
+    q_maybe_release(self);
+    /* Pass 2: decode in place (Python code runs; nothing here reads the
+     * queue's memory any more). */
+    for (k = 0; k < c.got; k++) {
+        PyObject *raw = PyList_GET_ITEM(list, (Py_ssize_t)k);
+        PyObject *obj;
+        if (plain[k]) {
+            obj = PyObject_CallOneArg(self->f_loads, raw);
+            if (obj == NULL && PyErr_ExceptionMatches(self->f_errors))
+                corrupt_from_current(self);
+        } else if (self->f_decode != NULL) {
+            obj = PyObject_CallOneArg(self->f_decode, raw);
+        } else {
+            continue;
+        }
+        if (obj == NULL) {
+            Py_DECREF(list); /* the rest are consumed, as by get() */
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)k, obj);
+        Py_DECREF(raw);
+    }
+    return list;
+}
+
+PyDoc_STRVAR(q_encode_many_doc,
+             "_encode_many($self, objs)\n--\n\n"
+             "The records of `objs` (an iterable) as the codec encodes them, in order: "
+             "small pickles framed here (bytes), everything else by codec.encode().");
+
+static PyObject *q_encode_many(QObject *self, PyObject *objs)
+{
+    PyObject *seq = PySequence_Fast(objs, "put_many() expects an iterable of objects");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *out = PyList_New(n);
+    if (out == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *obj = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *data = NULL, *rec = NULL;
+        int got = self->f_codec == NULL ? -2 : fast_pickle(self, obj, &data);
+        if (got == 1) {
+            Py_ssize_t n = PyBytes_GET_SIZE(data);
+            rec = PyBytes_FromStringAndSize(NULL, n + 8);
+            if (rec != NULL) {
+                memcpy(PyBytes_AS_STRING(rec), PyBytes_AS_STRING(data), (size_t)n);
+                memcpy(PyBytes_AS_STRING(rec) + n, self->f_tail, 8);
+            }
+            Py_DECREF(data);
+        } else if (got == 0) {
+            rec = PyObject_CallMethodOneArg(self->f_codec, self->f_encode_name, obj);
+        } else if (got == -2) {
+            PyErr_SetString(self->st->Closed, "this queue handle is not set up for objects");
+        }
+        if (rec == NULL) {
+            Py_DECREF(out);
+            Py_DECREF(seq);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, rec);
+    }
+    Py_DECREF(seq);
+    return out;
 }
 
 /* ======================================================================= */
@@ -1455,6 +2037,11 @@ static PyMethodDef q_methods[] = {
     {"put", (PyCFunction)(void (*)(void))q_put, FASTKW, q_put_doc},
     {"put_many", (PyCFunction)(void (*)(void))q_put_many, FASTKW, q_put_many_doc},
     {"_put_into", (PyCFunction)(void (*)(void))q_put_into, FASTKW, q_put_into_doc},
+    {"_put_obj", (PyCFunction)(void (*)(void))q_put_obj, FASTKW, q_put_obj_doc},
+    {"_get_obj", (PyCFunction)(void (*)(void))q_get_obj, FASTKW, q_get_obj_doc},
+    {"_fast_setup", (PyCFunction)(void (*)(void))q_fast_setup, FASTKW, q_fast_setup_doc},
+    {"_get_many_obj", (PyCFunction)(void (*)(void))q_get_many_obj, FASTKW, q_get_many_obj_doc},
+    {"_encode_many", (PyCFunction)q_encode_many, METH_O, q_encode_many_doc},
     {"get", (PyCFunction)(void (*)(void))q_get, FASTKW, q_get_doc},
     {"get_message", (PyCFunction)(void (*)(void))q_get_message, FASTKW, q_get_message_doc},
     {"get_many", (PyCFunction)(void (*)(void))q_get_many, FASTKW, q_get_many_doc},

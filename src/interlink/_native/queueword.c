@@ -295,6 +295,23 @@ static int anyone_waits(il_q *q, int kind)
            atomic_load_explicit(&wq->overflow, SC) != 0;
 }
 
+/* Wake n waiters of `kind` after a change made under the mutex (and
+ * released).
+ *
+ * Single wakes (n == 1) go through the `pending` flag: the first sets it and
+ * makes the syscall; later ones skip theirs while it stays set, i.e. until a
+ * waiter re-arms (wait_rearm: a new snapshot, then the flag cleared, then an
+ * attempt before it sleeps).  Without it a producer running ahead of a woken
+ * consumer that has not been scheduled yet pays a futex_wake per message.
+ * Why nothing is lost: a waker W that skips read 1 after its change; take P,
+ * the last waker that set the flag before W read it; no re-arm falls between
+ * P's set and W's read.  A waiter S that re-armed after W's read attempts
+ * after W's change and sees it.  One that re-armed before P's set took its
+ * snapshot before P's seq bump, so its sleep returns at once or is woken by
+ * P; if P's futex_wake went to another waiter, that one re-arms after W's
+ * read and attempts (or, leaving unsatisfied, passes the wake on).  A woken
+ * waiter that dies before re-arming leaves the flag set: the others' sleeps
+ * are bounded slices, and they clear it when theirs ends. */
 static void wake_kind(il_q *q, int kind, int n)
 {
     if (n <= 0 || !anyone_waits(q, kind))
@@ -303,6 +320,9 @@ static void wake_kind(il_q *q, int kind, int n)
     if (atomic_load_explicit(&q->wq[kind].spin_mask, SC) != 0)
         return;
     il_q_waitq *wq = &q->wq[kind];
+    if (n == 1 && (atomic_load_explicit(&wq->pending, SC) != 0 ||
+                   atomic_exchange_explicit(&wq->pending, 1, SC) != 0))
+        return; /* a wake is on its way to a waiter that has not re-armed yet */
     atomic_fetch_add_explicit(&wq->seq, 1, SC);
     il_futex_wake(&wq->seq, n);
     bump(&q->wakes);
@@ -339,6 +359,16 @@ static int leave(il_qh *h, int rc, const wakes *wk)
     return rc;
 }
 
+/* Take a new futex snapshot, then clear the wake-pending flag (in that
+ * order: see wake_kind); the caller attempts again before it sleeps. */
+static void wait_rearm(il_q_waiter *w)
+{
+    il_q_waitq *wq = &w->h->q->wq[w->kind];
+    w->snap = atomic_load_explicit(&wq->seq, SC);
+    if (atomic_load_explicit(&wq->pending, SC) != 0)
+        atomic_store_explicit(&wq->pending, 0, SC);
+}
+
 void il_q_wait_begin(il_q_waiter *w, il_qh *h, uint64_t ident, int kind)
 {
     il_q *q = h->q;
@@ -364,14 +394,14 @@ void il_q_wait_begin(il_q_waiter *w, il_qh *h, uint64_t ident, int kind)
      * and before the attempt; a waker changes the state, releases the mutex
      * (seq_cst) and then reads the mask (seq_cst).  Either the waker sees us
      * registered, or our attempt sees its change. */
-    w->snap = atomic_load_explicit(&q->wq[kind].seq, SC);
+    wait_rearm(w);
 }
 
 int il_q_wait_sleep(il_q_waiter *w, int64_t slice_ns)
 {
     il_q *q = w->h->q;
     int rc = il_futex_wait(&q->wq[w->kind].seq, w->snap, slice_ns);
-    w->snap = atomic_load_explicit(&q->wq[w->kind].seq, SC);
+    wait_rearm(w);
     return rc;
 }
 
@@ -387,7 +417,7 @@ void il_q_wait_spinning(il_q_waiter *w, int on)
     }
     /* Dekker with wake_kind: a producer that saw us spinning skipped its
      * wake, but then its commit precedes our next attempt. */
-    w->snap = atomic_load_explicit(&q->wq[w->kind].seq, SC);
+    wait_rearm(w);
 }
 
 void il_q_wait_end(il_q_waiter *w, int satisfied)
@@ -402,10 +432,14 @@ void il_q_wait_end(il_q_waiter *w, int satisfied)
     } else {
         atomic_fetch_sub_explicit(&q->wq[w->kind].overflow, 1, SC);
     }
-    /* We may have been woken for a message we did not take (timeout,
-     * signal): pass the wake on. */
-    if (!satisfied && w->kind == IL_Q_WAIT_GET && ld32(&q->n_ready) > 0)
-        wake_kind(q, IL_Q_WAIT_GET, 1);
+    /* We may have been woken for something we did not take (timeout,
+     * signal): a wake pending for us must not suppress the next one, and a
+     * consumer passes the wake on. */
+    if (!satisfied) {
+        wait_rearm(w);
+        if (w->kind == IL_Q_WAIT_GET && ld32(&q->n_ready) > 0)
+            wake_kind(q, IL_Q_WAIT_GET, 1);
+    }
 }
 
 /* ======================================================================== */
@@ -430,6 +464,33 @@ static void sift_down(il_q_node *hp, uint32_t len, uint32_t i)
             break;
         hp[i] = hp[c];
         i = c;
+    }
+    hp[i] = x;
+}
+
+/* Put x at the root of a heap of len nodes whose root was removed (pop):
+ * move the hole down to a leaf along the better children (one comparison
+ * per level), then sift x up from there.  x is the former last node, which
+ * in FIFO use is the newest and belongs near the bottom: about half the
+ * comparisons of a plain sift-down. */
+static void heap_fill_root(il_q_node *hp, uint32_t len, il_q_node x)
+{
+    uint32_t i = 0;
+    for (;;) {
+        uint32_t c = 2 * i + 1;
+        if (c >= len)
+            break;
+        if (c + 1 < len && node_before(&hp[c + 1], &hp[c]))
+            c++;
+        hp[i] = hp[c];
+        i = c;
+    }
+    while (i > 0) {
+        uint32_t p = (i - 1) / 2;
+        if (!node_before(&x, &hp[p]))
+            break;
+        hp[i] = hp[p];
+        i = p;
     }
     hp[i] = x;
 }
@@ -472,10 +533,8 @@ static int heap_pop(il_qh *h, uint32_t *e)
         en->prio != top.prio)
         return IL_CORRUPT;
     len--;
-    if (len > 0) {
-        h->heap[0] = h->heap[len];
-        sift_down(h->heap, len, 0);
-    }
+    if (len > 0)
+        heap_fill_root(h->heap, len, h->heap[len]);
     st32(&q->heap_len, len);
     *e = top.entry;
     return IL_OK;
@@ -1147,6 +1206,8 @@ static int clear_dead_waitslot(il_q *q, uint32_t i, live_cache *c, uint64_t me)
     for (int k = 0; k < 3; k++) {
         atomic_fetch_and_explicit(&q->wq[k].spin_mask, ~(UINT64_C(1) << i), SC);
         atomic_fetch_and_explicit(&q->wq[k].mask, ~(UINT64_C(1) << i), SC);
+        /* it may have died woken and not re-armed: let the next wake through */
+        atomic_store_explicit(&q->wq[k].pending, 0, SC);
     }
     atomic_store_explicit(&q->waitslot[i], 0, SC);
     return 1;
@@ -1366,6 +1427,7 @@ int il_q_reboot_recover(il_qh *h, const uint64_t boot[2], il_q_recovered *out)
         atomic_store_explicit(&q->wq[k].mask, 0, RLX);
         atomic_store_explicit(&q->wq[k].spin_mask, 0, RLX);
         atomic_store_explicit(&q->wq[k].overflow, 0, RLX);
+        atomic_store_explicit(&q->wq[k].pending, 0, RLX);
     }
     journal_roll(h);
     int bad = 0;

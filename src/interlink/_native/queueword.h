@@ -104,6 +104,8 @@ typedef struct il_q_waitq {
     _Atomic uint32_t overflow;          /* registered waiters without a waitslot */
     _Atomic uint64_t mask;              /* bit i: waitslot i holds a waiter of this kind */
     _Atomic uint64_t spin_mask;         /* bit i: that waiter is spinning (awake, polling) */
+    _Atomic uint32_t pending;           /* 1: a single wake is on its way (see wake_kind) */
+    uint32_t unused;
 } il_q_waitq;
 
 typedef struct il_q {
@@ -294,7 +296,10 @@ typedef struct il_q_waiter {
 } il_q_waiter;
 
 /* Try first without registering (registered waiters cost the other side a
- * wake syscall); when the attempt fails, register BEFORE the next attempt:
+ * wake syscall); when the attempt fails, register BEFORE the next attempt
+ * (begin, spinning(.., 0) and each sleep re-arm the waiter: they take a new
+ * futex snapshot and clear the waitq's wake-pending flag, so every sleep is
+ * preceded by an attempt made after the re-arm):
  *     rc = attempt();
  *     if (rc == IL_EMPTY/IL_FULL) {
  *         il_q_wait_begin(&w, ...);
