@@ -18,7 +18,7 @@ import struct
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from . import _native
 from ._codec import _RAW_MASK, _TRAILER, TRAILER_SIZE, Codec, get_codec, pickle_allowed
@@ -226,7 +226,7 @@ class Topic:
         self._check_open()
         records = [self._codec.encode(o) for o in objs]
         if all(type(r) is bytes for r in records):
-            return int(self._core.publish_many(records, timeout))
+            return int(self._core.publish_many(cast("list[bytes]", records), timeout))
         done = 0
         for rec in records:
             try:
