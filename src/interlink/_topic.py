@@ -374,6 +374,8 @@ class Subscription:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
+            if self._pending:  # taken by the thread of a cancelled arecv
+                return self.recv(0)
             step = _ASYNC_SLICE
             if deadline is not None:
                 step = max(0.0, min(step, deadline - loop.time()))
