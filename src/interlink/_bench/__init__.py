@@ -16,6 +16,11 @@ the peers a user would otherwise pick. The modules, from the bottom up:
     ping, pong, idle receiver).
 ``harness``
     starts the processes, enforces timeouts, gathers results into cells.
+``children``
+    the spawn/deadline/collect runner of the ``sync``, ``queue`` and
+    ``topic`` benchmarks (one module-level body per child).
+``sync``, ``queue``
+    ``interlink bench sync`` and ``interlink bench queue``.
 ``hostinfo`` and ``report``
     the machine header, the rich table, JSON and the optional plot.
 """

@@ -29,14 +29,10 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .children import run_children
 from .peers import SPAWN, load
-
-if TYPE_CHECKING:
-    from multiprocessing.connection import Connection
-    from multiprocessing.process import BaseProcess
 
 UNCONTENDED = "uncontended"
 HANDOFF = "handoff"
@@ -279,78 +275,6 @@ def _ping(label: str, ping: Any, pong: Any, settings: SyncSettings) -> dict[str,
     }
 
 
-_BODIES: dict[str, Callable[..., dict[str, float]]] = {
-    "uncontended": _uncontended,
-    "ping": _ping,
-    "pong": _pong,
-}
-
-
-def _child(body: str, args: tuple[Any, ...], conn: Connection) -> None:
-    """Entry point of a spawned child: run ``body`` and send (ok, figures | error text)."""
-    try:
-        result: tuple[bool, Any] = (True, _BODIES[body](*args))
-    except BaseException as exc:  # reported to the parent, which shows it in the table
-        result = (False, f"{type(exc).__name__}: {exc}")
-    with contextlib.suppress(OSError):
-        conn.send(result)
-    conn.close()
-
-
-class _Failed(Exception):
-    pass
-
-
-def _run_children(jobs: Sequence[tuple[str, tuple[Any, ...]]], timeout: float) -> list[Any]:
-    """Run each (body, args) in a spawned process; their figures in job order.
-
-    Raises _Failed when one fails, dies or overruns ``timeout``; every child
-    has exited when this returns.
-    """
-    procs: list[BaseProcess] = []
-    conns: list[Connection] = []
-    results: dict[int, tuple[bool, Any]] = {}
-    deadline = time.monotonic() + timeout
-    try:
-        for body, args in jobs:
-            reader, writer = SPAWN.Pipe(duplex=False)
-            proc = SPAWN.Process(
-                target=_child, args=(body, args, writer), name=f"bench-sync-{body}", daemon=True
-            )
-            proc.start()
-            writer.close()
-            procs.append(proc)
-            conns.append(reader)
-        while len(results) < len(jobs) and all(ok for ok, _ in results.values()):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            pending = [i for i in range(len(jobs)) if i not in results]
-            ready = wait([conns[i] for i in pending] + [procs[i].sentinel for i in pending], left)
-            for i in pending:
-                if conns[i] in ready or conns[i].poll():
-                    try:
-                        results[i] = conns[i].recv()
-                    except (EOFError, OSError):
-                        results[i] = (False, f"the {jobs[i][0]} process died without a result")
-                elif procs[i].sentinel in ready:
-                    results[i] = (False, f"the {jobs[i][0]} process exited without a result")
-    finally:
-        for child in procs:
-            child.join(max(0.0, min(5.0, deadline - time.monotonic())))
-            if child.is_alive():
-                child.kill()
-                child.join(5.0)
-        for conn in conns:
-            conn.close()
-    errors = [str(r) for ok, r in results.values() if not ok]
-    if len(results) < len(jobs):
-        errors.append(f"timed out after {timeout:g} s")
-    if errors:
-        raise _Failed(errors[0])
-    return [results[i][1] for i in range(len(jobs))]
-
-
 def measure(row: Primitive, scenario: str, settings: SyncSettings) -> Result:
     """One measurement of ``row`` in fresh processes."""
     missing = row.missing()
@@ -358,11 +282,15 @@ def measure(row: Primitive, scenario: str, settings: SyncSettings) -> Result:
         return Result(row.label, scenario, "not installed", reason=missing)
     try:
         if scenario == UNCONTENDED:
-            (figures,) = _run_children([("uncontended", (row.label, settings))], settings.timeout)
+            (figures,) = run_children(
+                [(_uncontended, (row.label, settings))], settings.timeout, prefix="bench-sync"
+            )
         else:
             with _objects(row.label, 2, initially_held=True) as (ping, pong):
                 args = (row.label, ping, pong, settings)
-                figures, _ = _run_children([("ping", args), ("pong", args)], settings.timeout)
+                figures, _ = run_children(
+                    [(_ping, args), (_pong, args)], settings.timeout, prefix="bench-sync"
+                )
     except Exception as exc:
         return Result(row.label, scenario, "error", reason=str(exc) or type(exc).__name__)
     return Result(row.label, scenario, "ok", figures=figures)
