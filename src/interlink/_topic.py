@@ -323,6 +323,11 @@ class Subscription:
         self._core = core
         self._pending: collections.deque[bytes] = collections.deque()
         self._pending_lock = threading.Lock()
+        # the hot path: bound methods looked up once
+        self._core_recv = core.recv
+        self._decode: Callable[[bytes], Any] = (
+            topic._codec.decode if topic._pickle_ok else topic._decode
+        )
 
     @property
     def topic(self) -> Topic:
@@ -352,8 +357,8 @@ class Subscription:
         if self._pending:
             with self._pending_lock:
                 if self._pending:
-                    return self._topic._decode(self._pending.popleft())
-        return self._topic._decode(self._core.recv(timeout))
+                    return self._decode(self._pending.popleft())
+        return self._decode(self._core_recv(timeout))
 
     def _recv_raw(self, timeout: float) -> bytes | None:
         try:
@@ -386,7 +391,7 @@ class Subscription:
                 fut.add_done_callback(self._keep)
                 raise
             if data is not None:
-                return self._topic._decode(data)
+                return self._decode(data)
             if deadline is not None and loop.time() >= deadline:
                 raise Timeout("no message within the timeout")
 

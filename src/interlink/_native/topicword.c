@@ -485,12 +485,22 @@ void il_topic_sub_leave(il_topic_reader *r)
 static void advance(il_topic_reader *r, uint32_t p, uint64_t np)
 {
     il_topic *t = r->t;
+    uint64_t old = r->pos[p];
     r->pos[p] = np;
     if (t->policy == IL_TOPIC_BLOCK) {
-        /* Dekker with il_topic_pub_reserve_wait: cursor store, sleeper load. */
+        /* Dekker with il_topic_pub_reserve_wait: cursor store, sleeper load.
+         * A blocked publisher is woken when this cursor crosses an eighth of
+         * the ring or catches up with head -- not after every record: one
+         * wake per batch instead of a futex call per message (a publisher
+         * that needs room waits for the slowest subscriber, and that one
+         * crosses a boundary or drains the ring; slices bound the rest). */
         atomic_store_explicit(sub_cursor(t, r->slot, p), np, memory_order_seq_cst);
-        if (atomic_load_explicit(&t->c->space_sleepers, memory_order_seq_cst) != 0)
-            wake_space(t);
+        uint64_t step = t->cap >> 3;
+        if (((old ^ np) & ~(step - 1)) != 0 ||
+            np == atomic_load_explicit(&t->pubs[p].head, memory_order_relaxed)) {
+            if (atomic_load_explicit(&t->c->space_sleepers, memory_order_seq_cst) != 0)
+                wake_space(t);
+        }
     } else {
         atomic_store_explicit(sub_cursor(t, r->slot, p), np, memory_order_relaxed);
     }
