@@ -321,7 +321,7 @@ class Subscription:
     def __init__(self, topic: Topic, core: _native.TopicSubscriberCore) -> None:
         self._topic = topic
         self._core = core
-        self._pending: collections.deque[bytes] = collections.deque()
+        self._pending: collections.deque[bytes | _native.TopicMessage] = collections.deque()
         self._pending_lock = threading.Lock()
         # the hot path: bound methods looked up once
         self._core_recv = core.recv
@@ -357,10 +357,23 @@ class Subscription:
         if self._pending:
             with self._pending_lock:
                 if self._pending:
-                    return self._decode(self._pending.popleft())
-        return self._decode(self._core_recv(timeout))
+                    return self._value(self._pending.popleft())
+        data = self._core_recv(timeout)
+        if type(data) is bytes:
+            return self._decode(data)
+        return self._value(data)
 
-    def _recv_raw(self, timeout: float) -> bytes | None:
+    def _value(self, data: bytes | _native.TopicMessage) -> Any:
+        if type(data) is bytes:
+            return self._decode(data)
+        try:
+            # Views of out-of-band buffers (numpy arrays) keep the record held
+            # until the last of them goes.
+            return self._decode(data)  # type: ignore[arg-type]
+        finally:
+            data.release()  # type: ignore[union-attr]
+
+    def _recv_raw(self, timeout: float) -> bytes | _native.TopicMessage | None:
         try:
             return self._core.recv(timeout)
         except Timeout:
@@ -391,11 +404,11 @@ class Subscription:
                 fut.add_done_callback(self._keep)
                 raise
             if data is not None:
-                return self._decode(data)
+                return self._value(data)
             if deadline is not None and loop.time() >= deadline:
                 raise Timeout("no message within the timeout")
 
-    def _keep(self, fut: asyncio.Future[bytes | None]) -> None:
+    def _keep(self, fut: asyncio.Future[bytes | _native.TopicMessage | None]) -> None:
         if not fut.cancelled() and fut.exception() is None:
             data = fut.result()
             if data is not None:

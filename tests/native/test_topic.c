@@ -607,6 +607,48 @@ static void test_subscriber_killed_block(void)
     tt_free(&x);
 }
 
+/* BLOCK zero-copy: a held record is never overwritten; releasing it (in any
+ * order) lets the publisher go on; history records are never held. */
+static void test_hold_release(void)
+{
+    tt x = tt_new(1, 2, 4096, IL_TOPIC_BLOCK);
+    il_topic_writer w;
+    CHECK_EQ(il_topic_pub_claim(&x.t, &w, me()), IL_OK);
+    CHECK_EQ(publish(&w, 0, 0, 100, 0), IL_OK); /* history */
+    il_topic_reader r;
+    CHECK_EQ(il_topic_sub_join(&x.t, &r, me(), 1), IL_OK);
+    il_topic_rec m;
+    CHECK_EQ(il_topic_sub_peek(&r, &m), IL_OK);
+    CHECK(!il_topic_sub_can_hold(&r, &m)); /* a history record: copy it */
+    CHECK_EQ(il_topic_sub_consume(&r, &m), IL_OK);
+    CHECK_EQ(publish(&w, 0, 1, 1000, 0), IL_OK);
+    CHECK_EQ(publish(&w, 0, 2, 1000, 0), IL_OK);
+    il_topic_rec a, b;
+    CHECK_EQ(il_topic_sub_peek(&r, &a), IL_OK);
+    CHECK(il_topic_sub_can_hold(&r, &a));
+    CHECK_EQ(il_topic_sub_consume_hold(&r, &a), IL_OK);
+    CHECK_EQ(il_topic_sub_peek(&r, &b), IL_OK);
+    CHECK_EQ(il_topic_sub_consume_hold(&r, &b), IL_OK);
+    CHECK_EQ(r.nheld[0], 2);
+    /* everything read, but both held: the publisher cannot overwrite them */
+    uint32_t sent = 3;
+    while (publish(&w, 0, sent, 1000, 0) == IL_OK)
+        sent++;
+    phdr p;
+    while (receive(&r, &p, 0) == IL_OK) {
+    }
+    CHECK_EQ(publish(&w, 0, sent, 1000, 20 * MS), IL_TIMEOUT);
+    CHECK_EQ(check_msg(a.ptr, a.len).counter, 1); /* intact */
+    CHECK_EQ(check_msg(b.ptr, b.len).counter, 2);
+    il_topic_sub_release(&r, 0, b.pos); /* out of order: a still blocks */
+    CHECK_EQ(publish(&w, 0, sent, 1000, 20 * MS), IL_TIMEOUT);
+    CHECK_EQ(check_msg(a.ptr, a.len).counter, 1);
+    il_topic_sub_release(&r, 0, a.pos);
+    CHECK_EQ(r.nheld[0], 0);
+    CHECK_EQ(publish(&w, 0, sent, 1000, 1000 * MS), IL_OK);
+    tt_free(&x);
+}
+
 int main(int argc, char **argv)
 {
     static const test_case tests[] = {
@@ -621,6 +663,7 @@ int main(int argc, char **argv)
         {"procs_drop", test_procs_drop, 120},
         {"publisher_killed_mid_record", test_publisher_killed_mid_record, 0},
         {"subscriber_killed_block", test_subscriber_killed_block, 0},
+        {"hold_release", test_hold_release, 0},
     };
     return RUN_TESTS("test_topic", tests, argc, argv);
 }

@@ -262,3 +262,29 @@ def test_arecv() -> None:
 
     with il.Topic() as t:
         asyncio.run(main(t))
+
+
+def test_block_policy_big_messages_are_received_in_place() -> None:
+    with il.Topic(policy="block", capacity=16 << 20) as t:
+        s = t.subscribe()
+        a = np.arange(1 << 20, dtype=np.float64)  # 8 MiB: two do not fit the ring
+        t.publish(a)
+        b = s.recv(timeout=5)
+        assert np.array_equal(a, b)
+        assert not b.flags.owndata and not b.flags.writeable  # a view of the ring
+        assert b.ctypes.data % 64 == 0
+        # the record is held while the view lives: the publisher cannot overwrite it
+        with pytest.raises(il.Timeout):
+            t.publish(a, timeout=0.05)
+        assert np.array_equal(a, b)
+        del b  # the last view goes: released
+        t.publish(a * 2, timeout=5)
+        assert np.array_equal(s.recv(timeout=5), a * 2)
+    with il.Topic(policy="drop", capacity=16 << 20) as t:  # drop: always a copy
+        s = t.subscribe()
+        t.publish(a)
+        c = s.recv(timeout=5)
+        assert np.array_equal(a, c)
+        t.publish(a * 3)  # overwrites the ring: the copy stays intact
+        t.publish(a * 3)
+        assert np.array_equal(a, c)

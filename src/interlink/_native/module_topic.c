@@ -31,6 +31,7 @@
 #define T_REAP_NS (30 * 1000 * 1000LL)      /* liveness scan period while blocked */
 #define T_SPIN_MIN_NS 2000LL
 #define T_SPIN_MAX_NS 100000LL
+#define T_VIEW_MIN 65536u /* block policy: records this big are received in place */
 
 #define U64(x) PyLong_FromUnsignedLongLong((unsigned long long)(x))
 
@@ -67,7 +68,22 @@ typedef struct {
     PyObject *weakreflist;
 } SObject;
 
+/* A message received in place (block policy, >= T_VIEW_MIN bytes): a
+ * read-only buffer over the ring; the record is held (publishers do not
+ * overwrite it) until released -- deferred while views of it live. */
+typedef struct {
+    PyObject_HEAD
+    SObject *sub;
+    const uint8_t *ptr;
+    Py_ssize_t len;
+    uint64_t pos;
+    uint32_t ring;
+    int state; /* 0 live, 1 release requested (views alive), 2 done */
+    Py_ssize_t exports;
+} MObject;
+
 static PyTypeObject *g_sub_type; /* set by il_topic_exec (a strong reference) */
+static PyTypeObject *g_msg_type; /* idem */
 
 /* ======================================================================= */
 /* helpers                                                                 */
@@ -666,8 +682,135 @@ static int s_check(SObject *s)
     return 0;
 }
 
-/* One attempt: a copy of the next message, NULL without an exception when
- * there is none, NULL with an exception on damage. */
+/* ======================================================================= */
+/* TopicMessage                                                            */
+/* ======================================================================= */
+
+static void m_do_release(MObject *m)
+{
+    SObject *s = m->sub;
+    m->state = 2;
+    if (s->joined && s->topic->has_buf && s->fork_gen == il_fork_generation())
+        il_topic_sub_release(&s->r, m->ring, m->pos);
+    s->topic->live--;
+    t_maybe_release(s->topic);
+}
+
+static PyObject *m_make(SObject *s, const il_topic_rec *rec)
+{
+    MObject *m = PyObject_New(MObject, g_msg_type);
+    if (m == NULL)
+        return NULL;
+    m->sub = (SObject *)Py_NewRef(s);
+    m->ptr = rec->ptr;
+    m->len = (Py_ssize_t)rec->len;
+    m->pos = rec->pos;
+    m->ring = rec->ring;
+    m->state = 0;
+    m->exports = 0;
+    s->topic->live++;
+    return (PyObject *)m;
+}
+
+static void m_dealloc(MObject *m)
+{
+    PyTypeObject *tp = Py_TYPE(m);
+    if (m->state != 2)
+        m_do_release(m);
+    Py_DECREF(m->sub);
+    PyObject_Free(m);
+    Py_DECREF(tp);
+}
+
+static int m_getbuffer(MObject *m, Py_buffer *view, int flags)
+{
+    if (m->state != 0) {
+        PyErr_SetString(PyExc_ValueError, "the message was released");
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, (PyObject *)m, (void *)m->ptr, m->len, 1, flags) < 0)
+        return -1;
+    m->exports++;
+    return 0;
+}
+
+static void m_releasebuffer(MObject *m, Py_buffer *Py_UNUSED(view))
+{
+    if (--m->exports == 0 && m->state == 1)
+        m_do_release(m);
+}
+
+static PyObject *m_release(MObject *m, PyObject *Py_UNUSED(ignored))
+{
+    if (m->state == 0) {
+        if (m->exports > 0)
+            m->state = 1; /* when the last view goes */
+        else
+            m_do_release(m);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *m_tobytes(MObject *m, PyObject *Py_UNUSED(ignored))
+{
+    if (m->state != 0) {
+        PyErr_SetString(PyExc_ValueError, "the message was released");
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)m->ptr, m->len);
+}
+
+static Py_ssize_t m_len(MObject *m) { return m->len; }
+
+static PyObject *m_get_released(MObject *m, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(m->state != 0);
+}
+
+static PyObject *m_enter(MObject *m, PyObject *Py_UNUSED(ignored)) { return Py_NewRef(m); }
+
+static PyObject *m_exit(MObject *m, PyObject *const *Py_UNUSED(args), Py_ssize_t Py_UNUSED(n))
+{
+    return m_release(m, NULL);
+}
+
+static PyMethodDef m_methods[] = {
+    {"release", (PyCFunction)m_release, METH_NOARGS,
+     "Let publishers overwrite the record (deferred while views of it live)."},
+    {"tobytes", (PyCFunction)m_tobytes, METH_NOARGS, "A copy of the message's bytes."},
+    {"__enter__", (PyCFunction)m_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))m_exit, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef m_getset[] = {
+    {"released", (getter)m_get_released, NULL, "Whether release() was called.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot m_slots[] = {
+    {Py_tp_doc, "A topic message received in place: a read-only buffer over shared memory."},
+    {Py_tp_dealloc, m_dealloc},
+    {Py_tp_methods, m_methods},
+    {Py_tp_getset, m_getset},
+    {Py_bf_getbuffer, m_getbuffer},
+    {Py_bf_releasebuffer, m_releasebuffer},
+    {Py_sq_length, m_len},
+    {Py_mp_length, m_len},
+    {0, NULL},
+};
+
+static PyType_Spec m_spec = {
+    "interlink._native.TopicMessage",
+    sizeof(MObject),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    m_slots,
+};
+
+/* One attempt: the next message (a copy, or a TopicMessage held in place),
+ * NULL without an exception when there is none, NULL with an exception on
+ * damage. */
 static PyObject *s_try(SObject *s)
 {
     for (;;) {
@@ -677,6 +820,14 @@ static PyObject *s_try(SObject *s)
             return NULL;
         if (rc != IL_OK)
             return corrupt(s->topic->st);
+        if (m.len >= T_VIEW_MIN && il_topic_sub_can_hold(&s->r, &m)) {
+            if (il_topic_sub_consume_hold(&s->r, &m) != IL_OK)
+                continue;
+            PyObject *v = m_make(s, &m);
+            if (v == NULL)
+                il_topic_sub_release(&s->r, m.ring, m.pos);
+            return v;
+        }
         PyObject *b = PyBytes_FromStringAndSize((const char *)m.ptr, (Py_ssize_t)m.len);
         if (b == NULL)
             return NULL;
@@ -944,6 +1095,14 @@ int il_topic_exec(PyObject *m, module_state *st)
         return -1;
     }
     Py_XSETREF(g_sub_type, sp); /* keeps the reference */
+    PyTypeObject *mt = (PyTypeObject *)PyType_FromModuleAndSpec(m, &m_spec, NULL);
+    if (mt == NULL)
+        return -1;
+    if (PyModule_AddType(m, mt) < 0) {
+        Py_DECREF(mt);
+        return -1;
+    }
+    Py_XSETREF(g_msg_type, mt);
     if (PyModule_AddFunctions(m, topic_module_methods) < 0)
         return -1;
     if (PyModule_AddIntConstant(m, "KIND_TOPIC", IL_KIND_TOPIC) < 0 ||
@@ -951,7 +1110,8 @@ int il_topic_exec(PyObject *m, module_state *st)
         PyModule_AddIntConstant(m, "TOPIC_DROP", IL_TOPIC_DROP) < 0 ||
         PyModule_AddIntConstant(m, "TOPIC_BLOCK", IL_TOPIC_BLOCK) < 0 ||
         PyModule_AddIntConstant(m, "TOPIC_MAX_PUBLISHERS", IL_TOPIC_MAX_PUB) < 0 ||
-        PyModule_AddIntConstant(m, "TOPIC_MAX_SUBSCRIBERS", IL_TOPIC_MAX_SUB) < 0)
+        PyModule_AddIntConstant(m, "TOPIC_MAX_SUBSCRIBERS", IL_TOPIC_MAX_SUB) < 0 ||
+        PyModule_AddIntConstant(m, "TOPIC_VIEW_MIN", T_VIEW_MIN) < 0)
         return -1;
     return 0;
 }

@@ -456,6 +456,7 @@ int il_topic_sub_join(il_topic *t, il_topic_reader *r, uint64_t ident, uint64_t 
             return rc;
         }
         atomic_store_explicit(sub_cursor(t, s, p), r->pos[p], memory_order_seq_cst);
+        r->shared[p] = r->pos[p];
     }
     atomic_store_explicit(&sh->owner, ident, memory_order_seq_cst);
     /* A publisher that scanned the table before our claim may have moved one
@@ -464,9 +465,13 @@ int il_topic_sub_join(il_topic *t, il_topic_reader *r, uint64_t ident, uint64_t 
         uint64_t tail = atomic_load_explicit(&t->pubs[p].tail, memory_order_seq_cst);
         if (tail > r->pos[p]) {
             r->pos[p] = tail;
+            r->shared[p] = tail;
             r->expect[p] = UINT64_MAX;
             atomic_store_explicit(sub_cursor(t, s, p), tail, memory_order_seq_cst);
         }
+        /* A publisher that scanned before our claim may still move one tail
+         * over records up to its head of then: no views below today's head. */
+        r->view_from[p] = atomic_load_explicit(&t->pubs[p].head, memory_order_seq_cst);
     }
     return IL_OK;
 }
@@ -482,11 +487,16 @@ void il_topic_sub_leave(il_topic_reader *r)
         wake_space(t);
 }
 
-static void advance(il_topic_reader *r, uint32_t p, uint64_t np)
+/* Publish this reader's cursor on ring p: its read position, or its oldest
+ * held record. */
+static void publish_cursor(il_topic_reader *r, uint32_t p)
 {
     il_topic *t = r->t;
-    uint64_t old = r->pos[p];
-    r->pos[p] = np;
+    uint64_t cur = r->nheld[p] ? r->held[p][0] : r->pos[p];
+    uint64_t old = r->shared[p];
+    if (cur == old)
+        return;
+    r->shared[p] = cur;
     if (t->policy == IL_TOPIC_BLOCK) {
         /* Dekker with il_topic_pub_reserve_wait: cursor store, sleeper load.
          * A blocked publisher is woken when this cursor crosses an eighth of
@@ -494,16 +504,22 @@ static void advance(il_topic_reader *r, uint32_t p, uint64_t np)
          * wake per batch instead of a futex call per message (a publisher
          * that needs room waits for the slowest subscriber, and that one
          * crosses a boundary or drains the ring; slices bound the rest). */
-        atomic_store_explicit(sub_cursor(t, r->slot, p), np, memory_order_seq_cst);
+        atomic_store_explicit(sub_cursor(t, r->slot, p), cur, memory_order_seq_cst);
         uint64_t step = t->cap >> 3;
-        if (((old ^ np) & ~(step - 1)) != 0 ||
-            np == atomic_load_explicit(&t->pubs[p].head, memory_order_relaxed)) {
+        if (((old ^ cur) & ~(step - 1)) != 0 ||
+            cur == atomic_load_explicit(&t->pubs[p].head, memory_order_relaxed)) {
             if (atomic_load_explicit(&t->c->space_sleepers, memory_order_seq_cst) != 0)
                 wake_space(t);
         }
     } else {
-        atomic_store_explicit(sub_cursor(t, r->slot, p), np, memory_order_relaxed);
+        atomic_store_explicit(sub_cursor(t, r->slot, p), cur, memory_order_relaxed);
     }
+}
+
+static void advance(il_topic_reader *r, uint32_t p, uint64_t np)
+{
+    r->pos[p] = np;
+    publish_cursor(r, p);
 }
 
 int il_topic_sub_peek(il_topic_reader *r, il_topic_rec *m)
@@ -559,7 +575,7 @@ int il_topic_sub_peek(il_topic_reader *r, il_topic_rec *m)
     return IL_EMPTY;
 }
 
-int il_topic_sub_consume(il_topic_reader *r, const il_topic_rec *m)
+static int take(il_topic_reader *r, const il_topic_rec *m, int hold)
 {
     il_topic *t = r->t;
     uint32_t p = m->ring;
@@ -573,8 +589,38 @@ int il_topic_sub_consume(il_topic_reader *r, const il_topic_rec *m)
     }
     r->expect[p] = m->seq + 1;
     r->received++;
+    if (hold)
+        r->held[p][r->nheld[p]++] = m->pos; /* positions grow: the list stays sorted */
     advance(r, p, m->pos + m->size);
     return IL_OK;
+}
+
+int il_topic_sub_consume(il_topic_reader *r, const il_topic_rec *m) { return take(r, m, 0); }
+
+int il_topic_sub_can_hold(const il_topic_reader *r, const il_topic_rec *m)
+{
+    return r->t->policy == IL_TOPIC_BLOCK && m->ring < r->t->npub &&
+           m->pos >= r->view_from[m->ring] && r->nheld[m->ring] < IL_TOPIC_HOLD_MAX;
+}
+
+int il_topic_sub_consume_hold(il_topic_reader *r, const il_topic_rec *m)
+{
+    return take(r, m, il_topic_sub_can_hold(r, m));
+}
+
+void il_topic_sub_release(il_topic_reader *r, uint32_t ring, uint64_t pos)
+{
+    if (ring >= r->t->npub)
+        return;
+    uint32_t n = r->nheld[ring];
+    for (uint32_t i = 0; i < n; i++) {
+        if (r->held[ring][i] == pos) {
+            memmove(&r->held[ring][i], &r->held[ring][i + 1], (n - i - 1) * sizeof(uint64_t));
+            r->nheld[ring] = n - 1;
+            publish_cursor(r, ring);
+            return;
+        }
+    }
 }
 
 int il_topic_sub_ready(const il_topic_reader *r)

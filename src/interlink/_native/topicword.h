@@ -45,6 +45,8 @@
 /* A subscriber slot's owner word while it is being set up: publishers treat
  * it as "consumed nothing" (under BLOCK they do not move tail). */
 #define IL_TOPIC_JOINING (UINT64_C(1) << 60)
+/* Records a reader may hold (zero-copy views) per ring at once. */
+#define IL_TOPIC_HOLD_MAX 16u
 /* Internal status of il_topic_sub_consume: the copy was overwritten. */
 #define IL_TOPIC_LAPPED 100
 
@@ -119,6 +121,13 @@ typedef struct il_topic_reader {
     uint64_t lost, received;
     uint64_t pos[IL_TOPIC_MAX_PUB];
     uint64_t expect[IL_TOPIC_MAX_PUB];
+    /* BLOCK zero-copy: records held (views), oldest first; the shared cursor
+     * stays at the oldest held record.  Views only from view_from on (not
+     * in the history a join may race with a publisher over). */
+    uint64_t shared[IL_TOPIC_MAX_PUB];
+    uint64_t view_from[IL_TOPIC_MAX_PUB];
+    uint32_t nheld[IL_TOPIC_MAX_PUB];
+    uint64_t held[IL_TOPIC_MAX_PUB][IL_TOPIC_HOLD_MAX];
 } il_topic_reader;
 
 /* One record found by il_topic_sub_peek. */
@@ -187,6 +196,18 @@ int il_topic_sub_peek(il_topic_reader *r, il_topic_rec *m);
  * meanwhile), count messages lost before it, move the cursor past it.
  * IL_OK, or IL_TOPIC_LAPPED (discard the copy, peek again). */
 int il_topic_sub_consume(il_topic_reader *r, const il_topic_rec *m);
+
+/* BLOCK only: whether m may be held in place (a zero-copy view) instead of
+ * copied: not a history record, and a free hold entry. */
+int il_topic_sub_can_hold(const il_topic_reader *r, const il_topic_rec *m);
+
+/* consume, keeping the record in place until il_topic_sub_release: the
+ * shared cursor (what publishers wait for) stays at it.  IL_OK or
+ * IL_TOPIC_LAPPED.  Only after il_topic_sub_can_hold said yes. */
+int il_topic_sub_consume_hold(il_topic_reader *r, const il_topic_rec *m);
+
+/* Release a held record (any order). */
+void il_topic_sub_release(il_topic_reader *r, uint32_t ring, uint64_t pos);
 
 /* Whether some ring has a record this reader has not consumed. */
 int il_topic_sub_ready(const il_topic_reader *r);
