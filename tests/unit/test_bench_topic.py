@@ -17,6 +17,7 @@ def test_select_rows() -> None:
     assert [r.label for r in bench_topic.select(["interlink"])] == [
         "interlink.Topic block",
         "interlink.Topic drop",
+        "interlink.Topic block raw",
     ]
     assert [r.label for r in bench_topic.select(["pyzmq"])] == ["pyzmq PUB/SUB"]
     assert [r.label for r in bench_topic.select([])] == [r.label for r in bench_topic.ROWS]

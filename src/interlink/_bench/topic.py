@@ -9,6 +9,10 @@ interlink.Topic block
 interlink.Topic drop
     policy "drop": the publisher never waits; slow subscribers are lapped and
     count what they lost.
+interlink.Topic block raw
+    the "block" row through the native handles (``TopicCore.publish``,
+    ``TopicSubscriberCore.recv``), without the codec layer: what the
+    transport itself costs.
 pyzmq PUB/SUB
     over ``ipc://`` with unlimited high-water marks (nothing dropped, memory
     buffers instead), when pyzmq is installed.
@@ -45,6 +49,7 @@ HELLO = b"H" * 8
 
 BLOCK = "interlink.Topic block"
 DROP = "interlink.Topic drop"
+RAW = "interlink.Topic block raw"
 ZMQ = "pyzmq PUB/SUB"
 REFERENCE = BLOCK
 
@@ -101,6 +106,7 @@ class Row:
 ROWS: tuple[Row, ...] = (
     Row(BLOCK, "interlink"),
     Row(DROP, "interlink"),
+    Row(RAW, "interlink"),
     Row(ZMQ, "pyzmq", module="zmq"),
 )
 
@@ -156,10 +162,12 @@ def _wait_all(events: Sequence[Any], timeout: float) -> None:
             raise TimeoutError("a subscriber did not start")
 
 
-def _il_subscriber(topic: Any, ready: Any, done: Any, timeout: float) -> dict[str, float]:
+def _il_subscriber(
+    topic: Any, ready: Any, done: Any, timeout: float, raw: bool = False
+) -> dict[str, float]:
     sub = topic.subscribe()
     ready.set()
-    recv = sub.recv
+    recv = sub._core.recv if raw else sub.recv
     clock = time.perf_counter
     first = bytes(recv(timeout))
     t0 = clock()
@@ -179,11 +187,16 @@ def _il_subscriber(topic: Any, ready: Any, done: Any, timeout: float) -> dict[st
 
 
 def _il_publisher(
-    topic: Any, readies: Sequence[Any], dones: Sequence[Any], count: int, timeout: float
+    topic: Any,
+    readies: Sequence[Any],
+    dones: Sequence[Any],
+    count: int,
+    timeout: float,
+    raw: bool = False,
 ) -> dict[str, float]:
     _wait_all(readies, timeout)
     payload = b"x" * PAYLOAD
-    publish = topic.publish
+    publish = topic._core.publish if raw else topic.publish
     t0 = time.perf_counter()
     for _ in range(count):
         publish(payload, timeout)
@@ -263,11 +276,11 @@ def _zmq_publisher(
 @contextlib.contextmanager
 def _endpoint(label: str) -> Iterator[Any]:
     """The topic (interlink, created in the parent) or the ipc endpoint (pyzmq)."""
-    if label in (BLOCK, DROP):
+    if label in (BLOCK, DROP, RAW):
         import interlink
 
         topic = interlink.Topic(
-            policy="block" if label == BLOCK else "drop", codec="bytes", capacity=1 << 20
+            policy="drop" if label == DROP else "block", codec="bytes", capacity=1 << 20
         )
         try:
             yield topic
@@ -291,10 +304,11 @@ def measure(row: Row, subscribers: int, settings: TopicSettings) -> Result:
         with _endpoint(row.label) as where:
             readies = [SPAWN.Event() for _ in range(subscribers)]
             dones = [SPAWN.Event() for _ in range(subscribers)]
+            extra = (True,) if row.label == RAW else ()
             jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
-                (sub_body, (where, readies[k], dones[k], t)) for k in range(subscribers)
+                (sub_body, (where, readies[k], dones[k], t, *extra)) for k in range(subscribers)
             ]
-            jobs.append((pub_body, (where, readies, dones, settings.messages, t)))
+            jobs.append((pub_body, (where, readies, dones, settings.messages, t, *extra)))
             figures = run_children(jobs, t, prefix="bench-topic")
     except Exception as exc:
         return Result(row.label, subscribers, "error", reason=str(exc) or type(exc).__name__)
@@ -363,8 +377,8 @@ def build_tables(results: Sequence[Result]) -> list[Any]:
         box=box.SIMPLE_HEAD,
         header_style="bold",
     )
+    table.add_column("topic", no_wrap=True)
     for column, justify in (
-        ("topic", "left"),
         ("N", "right"),
         ("mean", "right"),
         ("slowest", "right"),

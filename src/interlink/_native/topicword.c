@@ -488,16 +488,23 @@ void il_topic_sub_leave(il_topic_reader *r)
 }
 
 /* Publish this reader's cursor on ring p: its read position, or its oldest
- * held record. */
-static void publish_cursor(il_topic_reader *r, uint32_t p)
+ * held record.  Under BLOCK the store is lazy: only when the cursor crosses a
+ * 1/64 of the ring, catches up with head, or `force` (a release, a reader
+ * about to sleep) -- publishers read cursors only when the ring is full, and
+ * a stale cursor only makes them more careful.  Saves a contended store and
+ * the publishers' rescans per message. */
+static void publish_cursor(il_topic_reader *r, uint32_t p, int force)
 {
     il_topic *t = r->t;
     uint64_t cur = r->nheld[p] ? r->held[p][0] : r->pos[p];
     uint64_t old = r->shared[p];
     if (cur == old)
         return;
-    r->shared[p] = cur;
     if (t->policy == IL_TOPIC_BLOCK) {
+        uint64_t head = atomic_load_explicit(&t->pubs[p].head, memory_order_relaxed);
+        if (!force && cur != head && ((old ^ cur) & ~((t->cap >> 6) - 1)) == 0)
+            return;
+        r->shared[p] = cur;
         /* Dekker with il_topic_pub_reserve_wait: cursor store, sleeper load.
          * A blocked publisher is woken when this cursor crosses an eighth of
          * the ring or catches up with head -- not after every record: one
@@ -505,13 +512,12 @@ static void publish_cursor(il_topic_reader *r, uint32_t p)
          * that needs room waits for the slowest subscriber, and that one
          * crosses a boundary or drains the ring; slices bound the rest). */
         atomic_store_explicit(sub_cursor(t, r->slot, p), cur, memory_order_seq_cst);
-        uint64_t step = t->cap >> 3;
-        if (((old ^ cur) & ~(step - 1)) != 0 ||
-            cur == atomic_load_explicit(&t->pubs[p].head, memory_order_relaxed)) {
+        if (force || cur == head || ((old ^ cur) & ~((t->cap >> 3) - 1)) != 0) {
             if (atomic_load_explicit(&t->c->space_sleepers, memory_order_seq_cst) != 0)
                 wake_space(t);
         }
     } else {
+        r->shared[p] = cur;
         atomic_store_explicit(sub_cursor(t, r->slot, p), cur, memory_order_relaxed);
     }
 }
@@ -519,7 +525,7 @@ static void publish_cursor(il_topic_reader *r, uint32_t p)
 static void advance(il_topic_reader *r, uint32_t p, uint64_t np)
 {
     r->pos[p] = np;
-    publish_cursor(r, p);
+    publish_cursor(r, p, 0);
 }
 
 int il_topic_sub_peek(il_topic_reader *r, il_topic_rec *m)
@@ -617,7 +623,7 @@ void il_topic_sub_release(il_topic_reader *r, uint32_t ring, uint64_t pos)
         if (r->held[ring][i] == pos) {
             memmove(&r->held[ring][i], &r->held[ring][i + 1], (n - i - 1) * sizeof(uint64_t));
             r->nheld[ring] = n - 1;
-            publish_cursor(r, ring);
+            publish_cursor(r, ring, 1);
             return;
         }
     }
@@ -638,6 +644,9 @@ int il_topic_sub_ready(const il_topic_reader *r)
 int il_topic_sub_wait(il_topic_reader *r, int64_t slice_ns)
 {
     il_topic_ctrl *c = r->t->c;
+    uint32_t hwm = atomic_load_explicit(&c->pub_hwm, memory_order_acquire);
+    for (uint32_t p = 0; p < hwm && p < r->t->npub; p++)
+        publish_cursor(r, p, 1); /* exact cursors while we sleep */
     atomic_fetch_add_explicit(&c->data_sleepers, 1, memory_order_seq_cst);
     uint32_t snap = atomic_load_explicit(&c->data_seq, memory_order_seq_cst);
     atomic_thread_fence(memory_order_seq_cst);
