@@ -484,10 +484,15 @@ static PyObject *t_publish_into(TObject *self, PyObject *const *args, Py_ssize_t
             self->busy++; /* the mapping must outlive the writer's call */
             PyObject *r = PyObject_CallOneArg(a[1], mv);
             self->busy--;
+            PyObject *et, *ev, *tb;
+            PyErr_Fetch(&et, &ev, &tb); /* the writer's error, if any, wins */
             PyObject *rel = PyObject_CallMethod(mv, "release", NULL);
-            if (rel == NULL && r != NULL) {
-                Py_CLEAR(r); /* an export survived: do not publish */
-            }
+            if (rel == NULL && r != NULL)
+                Py_CLEAR(r); /* the view is still exported: do not publish (BufferError) */
+            else if (rel == NULL)
+                PyErr_Clear();
+            if (et != NULL)
+                PyErr_Restore(et, ev, tb);
             Py_XDECREF(rel);
             Py_DECREF(mv);
             if (r != NULL) {
