@@ -341,3 +341,60 @@ def test_anonymous_topic_reaches_spawn_children_and_is_reclaimed() -> None:
         for x in (topic, ready, results):
             x.close()
     assert not os.path.exists(path)
+
+
+def test_sigint_interrupts_a_blocked_publish(spawn: Spawn, name: str) -> None:
+    with il.Topic(name, policy="block", capacity=4096) as t:
+        sub = t.subscribe()  # a live subscriber that never reads
+        child = spawn(
+            """
+            t = il.Topic(sys.argv[1])
+            try:
+                while True:
+                    t.publish(b"x" * 100, timeout=0.05)
+            except il.Timeout:
+                pass
+            say("blocking")
+            t.publish(b"x" * 100)
+            say("returned")
+            """,
+            name,
+        )
+        child.expect("blocking")
+        wait_until(lambda: blocked_in_futex(child.pid), 10, "the child to sleep in publish")
+        start = time.monotonic()
+        child.kill(signal.SIGINT)
+        rc = child.wait(10)
+        took = time.monotonic() - start
+        assert rc == -signal.SIGINT
+        assert "KeyboardInterrupt" in child.stderr()
+        assert took < 2.0  # includes interpreter teardown
+        assert sub.lost == 0
+
+
+def _fork_publisher(topic: il.Topic, n: int) -> None:
+    for i in range(n):
+        topic.publish((os.getpid(), i), timeout=60)
+
+
+def test_forked_children_publish_through_the_parents_handle() -> None:
+    fork = multiprocessing.get_context("fork")
+    with il.Topic(policy="block", capacity=1 << 14) as topic:
+        sub = topic.subscribe()
+        topic.publish(("parent", 0))  # the parent holds a publisher slot too
+        procs = [fork.Process(target=_fork_publisher, args=(topic, 500)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        seen: dict[object, int] = {}
+        assert sub.recv(timeout=30) == ("parent", 0)
+        for _ in range(1000):
+            who, i = sub.recv(timeout=30)
+            assert i == seen.get(who, -1) + 1  # order per publisher
+            seen[who] = i
+        for p in procs:
+            p.join(60)
+            assert p.exitcode == 0
+        assert sorted(seen.values()) == [499, 499]
+        assert set(seen) == {p.pid for p in procs}
+        topic.publish(("parent", 1))  # the parent's slot is still its own
+        assert sub.recv(timeout=30) == ("parent", 1)
