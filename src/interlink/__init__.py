@@ -32,6 +32,8 @@ from ._sync import RWLock as RWLock
 from ._sync import RWLockStatistics as RWLockStatistics
 from ._sync import Semaphore as Semaphore
 from ._sync import SemaphoreStatistics as SemaphoreStatistics
+from ._topic import Subscription as Subscription
+from ._topic import Topic as Topic
 from .errors import AccessDenied as AccessDenied
 from .errors import AlreadyExists as AlreadyExists
 from .errors import Busy as Busy
@@ -91,7 +93,9 @@ __all__ = [
     "Semaphore",
     "SemaphoreStatistics",
     "SimpleQueue",
+    "Subscription",
     "Timeout",
+    "Topic",
     "get_codec",
     "get_deadlock_detection",
     "set_deadlock_detection",

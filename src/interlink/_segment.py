@@ -64,6 +64,7 @@ KIND_NAMES: dict[int, str] = {
     _native.KIND_BARRIER: "barrier",
     _native.KIND_RWLOCK: "rwlock",
     _native.KIND_QUEUE: "queue",
+    _native.KIND_TOPIC: "topic",
 }
 
 # magic, layout, kind, creator uid, creator pid, mode, nslots, total size,
@@ -607,6 +608,8 @@ def _with_sync_state(info: ObjectInfo, fd: int, kind: int, page: bytearray) -> O
         return _with_rwlock_state(info, fd)
     if kind == _native.KIND_QUEUE:
         return _with_queue_state(info, fd, page)
+    if kind == _native.KIND_TOPIC:
+        return _with_topic_state(info, fd)
     is_lock = kind in (_native.KIND_LOCK, _native.KIND_RLOCK)
     if is_lock:
         size = _native.LOCK_SEGMENT_SIZE
@@ -655,6 +658,20 @@ def _with_queue_state(info: ObjectInfo, fd: int, page: bytearray) -> ObjectInfo:
     if qsize is None:
         return replace(info, detail="queue area not valid")
     return replace(info, detail=f"qsize {qsize}, maxsize {maxsize or 'unbounded'}")
+
+
+def _with_topic_state(info: ObjectInfo, fd: int) -> ObjectInfo:
+    """Add "policy P, publishers N, subscribers M" (a snapshot) to a topic's detail."""
+    try:
+        with mmap.mmap(fd, info.size, mmap.MAP_SHARED, mmap.PROT_READ) as mm:
+            snap = _native.topic_snapshot(mm)
+    except (OSError, ValueError):
+        return info
+    if snap is None:
+        return replace(info, detail="topic area not valid")
+    policy, pubs, subs, _ring = snap
+    name = "block" if policy == _native.TOPIC_BLOCK else "drop"
+    return replace(info, detail=f"policy {name}, publishers {pubs}, subscribers {subs}")
 
 
 def _users_of_snapshot(page: bytearray) -> Iterator[UserInfo]:

@@ -1681,6 +1681,7 @@ static int add_int(PyObject *m, const char *name, long long v)
 }
 
 int il_queue_exec(PyObject *m, module_state *st); /* module_queue.c */
+int il_topic_exec(PyObject *m, module_state *st); /* module_topic.c */
 
 static int native_exec(PyObject *m)
 {
@@ -1731,7 +1732,8 @@ static int native_exec(PyObject *m)
                 IL_SEG_HEADER_SIZE + offsetof(il_ring_ctrl, receiver)) < 0 ||
         add_int(m, "REC_HEADER", IL_REC_HDR) < 0)
         return -1;
-    if (il_sync_exec(m, st) < 0 || il_rwlock_exec(m, st) < 0 || il_queue_exec(m, st) < 0)
+    if (il_sync_exec(m, st) < 0 || il_rwlock_exec(m, st) < 0 || il_queue_exec(m, st) < 0 ||
+        il_topic_exec(m, st) < 0)
         return -1;
     return il_events_exec(m, st);
 }

@@ -28,6 +28,8 @@
 /* IL_KIND_QUEUE only: 64 bytes after the attach table (written by _queue.py
  * before the magic is published, never changed afterwards). */
 #define IL_SEG_QUEUE_DESC 3072u
+/* IL_KIND_TOPIC only: the codec descriptor, same place and rules (_topic.py). */
+#define IL_SEG_TOPIC_DESC 3072u
 
 enum il_kind {
     IL_KIND_CHANNEL = 1,
@@ -41,6 +43,8 @@ enum il_kind {
     IL_KIND_RWLOCK = 9,             /* il_rw (interlink.RWLock, rwlockword.h) */
     IL_KIND_QUEUE = 10,             /* il_q (interlink.Queue family, queueword.h); its codec
                                        descriptor lives at IL_SEG_QUEUE_DESC of page 0 */
+    IL_KIND_TOPIC = 11,             /* il_topic (interlink.Topic, topicword.h); codec
+                                       descriptor at IL_SEG_TOPIC_DESC of page 0 */
 };
 
 /* Role bits kept in the top nibble of a slot's identity word. */

@@ -280,3 +280,66 @@ def queue(ctx: click.Context, /, **options: Any) -> None:
         report.write_json(json_target, bench_queue.to_json(host, settings, results))
     if any(r.status == "error" and r.label.startswith("interlink") for r in results):
         raise click.ClickException("interlink failed in at least one measurement (see above)")
+
+
+@bench.command()
+@bench_options
+@click.pass_context
+def topic(ctx: click.Context, /, **options: Any) -> None:
+    """Publish/subscribe: 64-byte messages from one publisher to 1 and 4 subscribers.
+
+    interlink.Topic (policy "block": nothing lost; and "drop") against pyzmq
+    PUB/SUB over ipc:// (when installed), every publisher and subscriber a
+    spawned process; each subscriber times itself from its first message to
+    the end marker. The last column is the mean per-subscriber rate with 4
+    subscribers divided by the rate of a lone one. COUNT sets the messages;
+    --idle-seconds and --plot apply to the channel benchmark only.
+    """
+    opts = merged_options(ctx, options)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.text import Text
+
+    from interlink._bench import hostinfo, report
+    from interlink._bench import topic as bench_topic
+
+    try:
+        rows = bench_topic.select(opts["only"])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--only") from None
+    json_target: str | None = opts["json_target"]
+    console = Console(stderr=json_target == "-")
+    if opts["list_only"]:
+        for row in rows:
+            state = "installed" if row.missing() is None else "not installed"
+            console.print(Text(f"{row.label:<24} {state}"))
+        return
+    if opts["plot_target"] is not None:
+        raise click.UsageError("--plot is only available for the channel benchmark")
+    settings = bench_topic.TopicSettings.choose(
+        quick=opts["quick"], count=opts["count"], timeout=opts["timeout"]
+    )
+    host = hostinfo.collect()
+    steps = bench_topic.plan(rows)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("starting", total=len(steps))
+        results = bench_topic.run(
+            rows,
+            settings,
+            started=lambda row, n: progress.update(task, description=f"{row.label} 1->{n}"),
+            finished=lambda result: progress.advance(task),
+        )
+    console.print(Text("interlink bench topic", style="bold"), Text(host.line(), style="dim"))
+    console.print(Text(settings.line(), style="dim"))
+    for table in bench_topic.build_tables(results):
+        console.print(table)
+    if json_target is not None:
+        report.write_json(json_target, bench_topic.to_json(host, settings, results))
+    if any(r.status == "error" and r.label.startswith("interlink") for r in results):
+        raise click.ClickException("interlink failed in at least one measurement (see above)")

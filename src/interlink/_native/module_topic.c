@@ -1,0 +1,1122 @@
+/* module_topic.c - the CPython glue of topicword.c: TopicCore (a handle, and
+ * the publisher side) and TopicSubscriberCore (one subscription).  _topic.py
+ * adds naming, codecs, life cycle, pickling and asyncio.
+ *
+ * Segment layout: page 0 is the header (seg.h; the codec descriptor at
+ * IL_SEG_TOPIC_DESC), the topic area (topicword.h) follows at
+ * IL_SEG_HEADER_SIZE.
+ *
+ * Waiting follows module_queue.c: a first attempt under the GIL; then, GIL
+ * released, a short adaptive spin (subscribers) and futex sleeps of at most
+ * one slice; back under the GIL between slices PyErr_CheckSignals() runs (so
+ * Ctrl-C interrupts within a slice) and a handle closed meanwhile raises
+ * Closed.  A BLOCK publisher that stays full checks the subscribers'
+ * liveness every TOPIC_REAP_NS, so a killed subscriber leaves the wait set.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <stdint.h>
+#include <string.h>
+
+#include "glue.h"
+#include "il_common.h"
+#include "proc.h"
+#include "seg.h"
+#include "topicword.h"
+
+#define T_SLICE_NS (20 * 1000 * 1000LL)     /* sleep slice (signals checked between) */
+#define T_PUB_SLICE_NS (10 * 1000 * 1000LL) /* a blocked publisher's slice */
+#define T_REAP_NS (30 * 1000 * 1000LL)      /* liveness scan period while blocked */
+#define T_SPIN_MIN_NS 2000LL
+#define T_SPIN_MAX_NS 100000LL
+#define T_VIEW_MIN 65536u /* block policy: records this big are received in place */
+
+#define U64(x) PyLong_FromUnsignedLongLong((unsigned long long)(x))
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer buf;
+    int has_buf;
+    il_seg_header *hdr;
+    il_topic t;
+    uint64_t ident;
+    uint64_t fork_gen;
+    uint32_t slot;
+    int attached;
+    int closed;
+    int busy;        /* threads inside a GIL-free section on this handle */
+    Py_ssize_t live; /* open subscriptions that use the mapping */
+    il_topic_writer w;
+    int has_writer;
+    uint64_t w_fork_gen;
+    PyThread_type_lock wlock; /* one publishing thread at a time */
+    module_state *st;
+    PyObject *weakreflist;
+    PyObject *dict;
+} TObject;
+
+typedef struct {
+    PyObject_HEAD
+    TObject *topic;
+    il_topic_reader r;
+    uint64_t fork_gen;
+    int joined;
+    int64_t spin_ns;
+    PyThread_type_lock lock; /* one receiving thread at a time */
+    PyObject *weakreflist;
+} SObject;
+
+/* A message received in place (block policy, >= T_VIEW_MIN bytes): a
+ * read-only buffer over the ring; the record is held (publishers do not
+ * overwrite it) until released -- deferred while views of it live. */
+typedef struct {
+    PyObject_HEAD
+    SObject *sub;
+    const uint8_t *ptr;
+    Py_ssize_t len;
+    uint64_t pos;
+    uint32_t ring;
+    int state; /* 0 live, 1 release requested (views alive), 2 done */
+    Py_ssize_t exports;
+} MObject;
+
+static PyTypeObject *g_sub_type; /* set by il_topic_exec (a strong reference) */
+static PyTypeObject *g_msg_type; /* idem */
+
+/* ======================================================================= */
+/* helpers                                                                 */
+/* ======================================================================= */
+
+static void t_maybe_release(TObject *self)
+{
+    if (self->has_buf && self->closed && self->busy == 0 && self->live == 0) {
+        self->has_buf = 0;
+        self->hdr = NULL;
+        PyBuffer_Release(&self->buf);
+    }
+}
+
+static int t_closed_meanwhile(TObject *self)
+{
+    if (!self->closed)
+        return 0;
+    PyErr_SetString(self->st->Closed, "this topic handle was closed while in use");
+    t_maybe_release(self);
+    return 1;
+}
+
+/* Take a thread lock: without waiting under the GIL, else with the GIL
+ * released in slices, checking signals.  0, or -1 with an exception. */
+static int hold(PyThread_type_lock lock)
+{
+    if (PyThread_acquire_lock(lock, NOWAIT_LOCK))
+        return 0;
+    for (;;) {
+        PyLockStatus s;
+        Py_BEGIN_ALLOW_THREADS
+        s = PyThread_acquire_lock_timed(lock, T_SLICE_NS / 1000, 0);
+        Py_END_ALLOW_THREADS
+        if (s == PY_LOCK_ACQUIRED)
+            return 0;
+        if (PyErr_CheckSignals() < 0)
+            return -1;
+    }
+}
+
+static inline int64_t slice_left(int64_t deadline, int64_t slice)
+{
+    int64_t left = deadline - il_now_ns();
+    if (left < 0)
+        left = 0;
+    return left < slice ? left : slice;
+}
+
+static PyObject *corrupt(module_state *st)
+{
+    PyErr_SetString(st->Corrupt, "the topic's shared memory failed a consistency check");
+    return NULL;
+}
+
+/* ======================================================================= */
+/* TopicCore: life cycle                                                   */
+/* ======================================================================= */
+
+static PyObject *t_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    (void)args;
+    (void)kwds;
+    TObject *self = (TObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->st = state_of_type(type);
+    self->wlock = PyThread_allocate_lock();
+    if (self->st == NULL || self->wlock == NULL) {
+        int nomem = self->st != NULL;
+        Py_DECREF(self);
+        return nomem ? PyErr_NoMemory() : NULL;
+    }
+    self->closed = 1; /* until _bind */
+    return (PyObject *)self;
+}
+
+static int t_attach(TObject *self)
+{
+    self->ident = il_ident_self();
+    if (self->ident == 0) {
+        PyErr_SetString(PyExc_OSError, "cannot read this process's start time from /proc");
+        return -1;
+    }
+    self->fork_gen = il_fork_generation();
+    int rc = il_seg_attach(self->hdr, self->ident, 0, &self->slot);
+    if (rc == IL_NOSLOT) {
+        il_seg_reclaim_plain(self->hdr);
+        rc = il_seg_attach(self->hdr, self->ident, 0, &self->slot);
+    }
+    if (rc != IL_OK) {
+        PyErr_SetString(self->st->Busy, "the attach table is full of live users");
+        return -1;
+    }
+    self->attached = 1;
+    return 0;
+}
+
+static int t_check(TObject *self)
+{
+    if (self->closed || !self->has_buf) {
+        PyErr_SetString(self->st->Closed, "this topic handle is closed");
+        return -1;
+    }
+    if (self->fork_gen != il_fork_generation()) {
+        /* a forked child: a new user with its own identity */
+        self->attached = 0;
+        self->has_writer = 0; /* the parent's publisher slot stays the parent's */
+        if (t_attach(self) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static PyObject *t_bind(TObject *self, PyObject *buffer)
+{
+    if (self->has_buf) {
+        PyErr_SetString(PyExc_RuntimeError, "handle already bound");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(buffer, &self->buf, PyBUF_WRITABLE) < 0)
+        return NULL;
+    self->has_buf = 1;
+    self->hdr = (il_seg_header *)self->buf.buf;
+    int rc = IL_CORRUPT;
+    if ((size_t)self->buf.len > IL_SEG_HEADER_SIZE)
+        rc = il_topic_attach(&self->t, (char *)self->buf.buf + IL_SEG_HEADER_SIZE,
+                             (uint64_t)self->buf.len - IL_SEG_HEADER_SIZE);
+    if (rc != IL_OK) {
+        self->has_buf = 0;
+        self->hdr = NULL;
+        PyBuffer_Release(&self->buf);
+        PyErr_SetString(self->st->Corrupt, rc == IL_INFLIGHT
+                                               ? "the topic segment is not formatted"
+                                               : "the topic segment failed its consistency check");
+        return NULL;
+    }
+    if (t_attach(self) < 0) {
+        self->has_buf = 0;
+        self->hdr = NULL;
+        PyBuffer_Release(&self->buf);
+        return NULL;
+    }
+    self->closed = 0;
+    Py_RETURN_NONE;
+}
+
+static void t_detach(TObject *self)
+{
+    if (!self->has_buf || self->fork_gen != il_fork_generation())
+        return;
+    if (self->has_writer && self->w_fork_gen == il_fork_generation())
+        il_topic_pub_release(&self->w);
+    self->has_writer = 0;
+    if (self->attached)
+        il_seg_detach(self->hdr, self->slot, self->ident);
+    self->attached = 0;
+}
+
+static PyObject *t_close(TObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!self->closed) {
+        t_detach(self);
+        self->closed = 1;
+    }
+    t_maybe_release(self);
+    Py_RETURN_NONE;
+}
+
+static int t_traverse(TObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->dict);
+    return 0;
+}
+
+static int t_clear(TObject *self)
+{
+    Py_CLEAR(self->dict);
+    return 0;
+}
+
+static void t_dealloc(TObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (self->weakreflist)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    if (!self->closed) {
+        t_detach(self);
+        self->closed = 1;
+    }
+    if (self->has_buf) {
+        self->has_buf = 0;
+        PyBuffer_Release(&self->buf);
+    }
+    if (self->wlock)
+        PyThread_free_lock(self->wlock);
+    Py_CLEAR(self->dict);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+/* ======================================================================= */
+/* TopicCore: publishing                                                   */
+/* ======================================================================= */
+
+static int ensure_writer(TObject *self)
+{
+    if (self->has_writer && self->w_fork_gen == il_fork_generation())
+        return 0;
+    int rc = il_topic_pub_claim(&self->t, &self->w, self->ident);
+    if (rc == IL_NOSLOT) {
+        PyErr_Format(self->st->Busy,
+                     "every publisher slot of this topic (%u) is held by a live process",
+                     (unsigned)self->t.npub);
+        return -1;
+    }
+    if (rc != IL_OK) {
+        corrupt(self->st);
+        return -1;
+    }
+    self->has_writer = 1;
+    self->w_fork_gen = il_fork_generation();
+    return 0;
+}
+
+/* Reserve room for len bytes, waiting up to timeout_ns (-1: forever).
+ * IL_OK and *ptr, or -1 with an exception set. */
+static int reserve(TObject *self, uint64_t len, int64_t timeout_ns, uint8_t **ptr)
+{
+    int rc = il_topic_pub_reserve(&self->w, len, ptr);
+    if (rc == IL_FULL && timeout_ns != 0) {
+        int64_t deadline = deadline_for(timeout_ns);
+        int64_t next_reap = il_now_ns() + T_REAP_NS;
+        for (;;) {
+            int64_t slice = slice_left(deadline, T_PUB_SLICE_NS);
+            self->busy++;
+            Py_BEGIN_ALLOW_THREADS
+            rc = il_topic_pub_reserve_wait(&self->w, len, ptr, slice);
+            if (rc == IL_FULL && il_now_ns() >= next_reap) {
+                /* a subscriber killed -9 leaves the wait set */
+                if (il_topic_reap_subs(&self->t) > 0)
+                    self->w.minc = 0;
+                next_reap = il_now_ns() + T_REAP_NS;
+                rc = il_topic_pub_reserve(&self->w, len, ptr);
+            }
+            Py_END_ALLOW_THREADS
+            self->busy--;
+            if (rc != IL_FULL && rc != IL_EINTR)
+                break;
+            if (PyErr_CheckSignals() < 0 || t_closed_meanwhile(self))
+                return -1;
+            if (il_now_ns() >= deadline)
+                break;
+        }
+    }
+    switch (rc) {
+    case IL_OK:
+        return IL_OK;
+    case IL_FULL:
+    case IL_EINTR:
+        PyErr_SetString(self->st->Timeout,
+                        "publish timed out: a subscriber has not consumed what it would "
+                        "overwrite (policy 'block')");
+        return -1;
+    case IL_TOOBIG:
+        PyErr_Format(self->st->MessageTooLarge,
+                     "a message of %llu bytes can never fit this topic (at most %llu)",
+                     (unsigned long long)len, (unsigned long long)il_topic_max_payload(&self->t));
+        return -1;
+    default:
+        corrupt(self->st);
+        return -1;
+    }
+}
+
+static int parse_pub_timeout(PyObject *o, int64_t *out) { return parse_timeout(o, out); }
+
+PyDoc_STRVAR(t_publish_doc, "publish($self, data, timeout=None, /)\n--\n\n"
+                            "Publish one message (a bytes-like object).  Under the block "
+                            "policy wait up to timeout seconds for room (Timeout).");
+
+static PyObject *t_publish(TObject *self, PyObject *const *args, Py_ssize_t nargs,
+                           PyObject *kwnames)
+{
+    static const char *const names[] = {"data", "timeout", NULL};
+    PyObject *a[2];
+    if (fast_args("publish", args, nargs, kwnames, names, 1, a) < 0)
+        return NULL;
+    int64_t timeout_ns;
+    if (parse_pub_timeout(a[1], &timeout_ns) < 0 || t_check(self) < 0)
+        return NULL;
+    Py_buffer v;
+    if (PyObject_GetBuffer(a[0], &v, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *result = NULL;
+    if (hold(self->wlock) == 0) {
+        uint8_t *ptr;
+        if (ensure_writer(self) == 0 && reserve(self, (uint64_t)v.len, timeout_ns, &ptr) == 0) {
+            memcpy(ptr, v.buf, (size_t)v.len);
+            il_topic_pub_commit(&self->w, (uint64_t)v.len);
+            result = Py_NewRef(Py_None);
+        }
+        PyThread_release_lock(self->wlock);
+    }
+    PyBuffer_Release(&v);
+    return result;
+}
+
+PyDoc_STRVAR(t_publish_many_doc,
+             "publish_many($self, items, timeout=None, /)\n--\n\n"
+             "Publish every bytes-like object of a list, in order.  Returns how many "
+             "were published (fewer only if the timeout passed; Timeout if none).");
+
+static PyObject *t_publish_many(TObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames)
+{
+    static const char *const names[] = {"items", "timeout", NULL};
+    PyObject *a[2];
+    if (fast_args("publish_many", args, nargs, kwnames, names, 1, a) < 0)
+        return NULL;
+    int64_t timeout_ns;
+    if (parse_pub_timeout(a[1], &timeout_ns) < 0 || t_check(self) < 0)
+        return NULL;
+    PyObject *seq = PySequence_Fast(a[0], "publish_many() needs a sequence of bytes-like objects");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), done = 0;
+    int64_t deadline = deadline_for(timeout_ns);
+    int failed = 0;
+    if (hold(self->wlock) < 0) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    if (ensure_writer(self) < 0)
+        failed = 1;
+    for (Py_ssize_t i = 0; i < n && !failed; i++) {
+        Py_buffer v;
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, i), &v, PyBUF_SIMPLE) < 0) {
+            failed = 1;
+            break;
+        }
+        int64_t left = timeout_ns < 0 ? -1 : deadline - il_now_ns();
+        if (left < 0 && timeout_ns >= 0)
+            left = 0;
+        uint8_t *ptr;
+        if (reserve(self, (uint64_t)v.len, left, &ptr) == 0) {
+            memcpy(ptr, v.buf, (size_t)v.len);
+            il_topic_pub_commit(&self->w, (uint64_t)v.len);
+            done++;
+        } else {
+            failed = 1;
+        }
+        PyBuffer_Release(&v);
+    }
+    PyThread_release_lock(self->wlock);
+    Py_DECREF(seq);
+    if (failed) {
+        if (done > 0 && PyErr_ExceptionMatches(self->st->Timeout)) {
+            PyErr_Clear();
+            return PyLong_FromSsize_t(done);
+        }
+        return NULL;
+    }
+    return PyLong_FromSsize_t(done);
+}
+
+PyDoc_STRVAR(t_publish_into_doc,
+             "_publish_into($self, size, write, timeout=None, /)\n--\n\n"
+             "Reserve size bytes and call write(memoryview) to fill them in place (zero "
+             "copy), then publish.  If write raises, nothing is published.");
+
+static PyObject *t_publish_into(TObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames)
+{
+    static const char *const names[] = {"size", "write", "timeout", NULL};
+    PyObject *a[3];
+    if (fast_args("_publish_into", args, nargs, kwnames, names, 2, a) < 0)
+        return NULL;
+    Py_ssize_t size = PyLong_AsSsize_t(a[0]);
+    if (size == -1 && PyErr_Occurred())
+        return NULL;
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "size must be >= 0");
+        return NULL;
+    }
+    int64_t timeout_ns;
+    if (parse_pub_timeout(a[2], &timeout_ns) < 0 || t_check(self) < 0)
+        return NULL;
+    if (hold(self->wlock) < 0)
+        return NULL;
+    PyObject *result = NULL;
+    uint8_t *ptr;
+    if (ensure_writer(self) == 0 && reserve(self, (uint64_t)size, timeout_ns, &ptr) == 0) {
+        PyObject *mv = PyMemoryView_FromMemory((char *)ptr, size, PyBUF_WRITE);
+        if (mv != NULL) {
+            self->busy++; /* the mapping must outlive the writer's call */
+            PyObject *r = PyObject_CallOneArg(a[1], mv);
+            self->busy--;
+            PyObject *et, *ev, *tb;
+            PyErr_Fetch(&et, &ev, &tb); /* the writer's error, if any, wins */
+            PyObject *rel = PyObject_CallMethod(mv, "release", NULL);
+            if (rel == NULL && r != NULL)
+                Py_CLEAR(r); /* the view is still exported: do not publish (BufferError) */
+            else if (rel == NULL)
+                PyErr_Clear();
+            if (et != NULL)
+                PyErr_Restore(et, ev, tb);
+            Py_XDECREF(rel);
+            Py_DECREF(mv);
+            if (r != NULL) {
+                Py_DECREF(r);
+                if (self->closed) {
+                    t_closed_meanwhile(self);
+                } else {
+                    il_topic_pub_commit(&self->w, (uint64_t)size);
+                    result = Py_NewRef(Py_None);
+                }
+            }
+        }
+    }
+    PyThread_release_lock(self->wlock);
+    t_maybe_release(self);
+    return result;
+}
+
+/* ======================================================================= */
+/* TopicCore: other methods                                                */
+/* ======================================================================= */
+
+PyDoc_STRVAR(t_subscribe_doc,
+             "subscribe($self, history=0, /)\n--\n\n"
+             "A new TopicSubscriberCore: every message published from now on, plus up to "
+             "`history` earlier ones per publisher ring.");
+
+static PyObject *t_subscribe(TObject *self, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames)
+{
+    static const char *const names[] = {"history", NULL};
+    PyObject *a[1];
+    if (fast_args("subscribe", args, nargs, kwnames, names, 0, a) < 0)
+        return NULL;
+    unsigned long long history = 0;
+    if (a[0] != NULL) {
+        history = PyLong_AsUnsignedLongLong(a[0]);
+        if (history == (unsigned long long)-1 && PyErr_Occurred()) {
+            if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+                PyErr_Clear();
+                PyErr_SetString(PyExc_ValueError, "history must be >= 0");
+            }
+            return NULL;
+        }
+    }
+    if (t_check(self) < 0)
+        return NULL;
+    SObject *s = PyObject_GC_New(SObject, g_sub_type);
+    if (s == NULL)
+        return NULL;
+    s->topic = (TObject *)Py_NewRef(self);
+    s->joined = 0;
+    s->spin_ns = 20000;
+    s->weakreflist = NULL;
+    s->fork_gen = il_fork_generation();
+    s->lock = PyThread_allocate_lock();
+    PyObject_GC_Track(s);
+    if (s->lock == NULL) {
+        Py_DECREF(s);
+        return PyErr_NoMemory();
+    }
+    int rc = il_topic_sub_join(&self->t, &s->r, self->ident, (uint64_t)history);
+    if (rc == IL_NOSLOT && il_topic_reap_subs(&self->t) > 0)
+        rc = il_topic_sub_join(&self->t, &s->r, self->ident, (uint64_t)history);
+    if (rc != IL_OK) {
+        Py_DECREF(s);
+        if (rc == IL_NOSLOT)
+            PyErr_Format(self->st->Busy,
+                         "every subscriber slot of this topic (%u) is held by a live process",
+                         (unsigned)self->t.nsub);
+        else
+            corrupt(self->st);
+        return NULL;
+    }
+    s->joined = 1;
+    self->live++;
+    return (PyObject *)s;
+}
+
+static PyObject *t_counts(TObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (t_check(self) < 0)
+        return NULL;
+    uint32_t p = 0, s = 0;
+    Py_BEGIN_ALLOW_THREADS
+    il_topic_counts(&self->t, &p, &s);
+    Py_END_ALLOW_THREADS
+    return Py_BuildValue("(II)", p, s);
+}
+
+static PyObject *t_get_policy(TObject *self, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLong(self->t.policy);
+}
+
+static PyObject *t_get_max_payload(TObject *self, void *Py_UNUSED(c))
+{
+    return U64(self->has_buf ? il_topic_max_payload(&self->t) : 0);
+}
+
+static PyObject *t_get_ring_bytes(TObject *self, void *Py_UNUSED(c)) { return U64(self->t.cap); }
+
+static PyObject *t_get_max_publishers(TObject *self, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLong(self->t.npub);
+}
+
+static PyObject *t_get_max_subscribers(TObject *self, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLong(self->t.nsub);
+}
+
+static PyGetSetDef t_getset[] = {
+    {"policy", (getter)t_get_policy, NULL, "TOPIC_DROP or TOPIC_BLOCK.", NULL},
+    {"max_payload", (getter)t_get_max_payload, NULL, "Largest message in bytes.", NULL},
+    {"ring_bytes", (getter)t_get_ring_bytes, NULL, "Bytes of each publisher's ring.", NULL},
+    {"max_publishers", (getter)t_get_max_publishers, NULL, "Publisher slots.", NULL},
+    {"max_subscribers", (getter)t_get_max_subscribers, NULL, "Subscriber slots.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef t_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(TObject, weakreflist), READONLY, NULL},
+    {"__dictoffset__", T_PYSSIZET, offsetof(TObject, dict), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+#define FASTKW (METH_FASTCALL | METH_KEYWORDS)
+
+static PyMethodDef t_methods[] = {
+    {"_bind", (PyCFunction)t_bind, METH_O, "Bind to a formatted topic segment."},
+    {"_close", (PyCFunction)t_close, METH_NOARGS,
+     "Give the publisher slot back and detach; the mapping is released when no "
+     "subscription uses it any more."},
+    {"publish", (PyCFunction)(void (*)(void))t_publish, FASTKW, t_publish_doc},
+    {"publish_many", (PyCFunction)(void (*)(void))t_publish_many, FASTKW, t_publish_many_doc},
+    {"_publish_into", (PyCFunction)(void (*)(void))t_publish_into, FASTKW, t_publish_into_doc},
+    {"subscribe", (PyCFunction)(void (*)(void))t_subscribe, FASTKW, t_subscribe_doc},
+    {"counts", (PyCFunction)t_counts, METH_NOARGS,
+     "(live publishers, live subscribers): a snapshot."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot t_slots[] = {
+    {Py_tp_doc, "The native half of interlink.Topic."},
+    {Py_tp_new, t_new},
+    {Py_tp_dealloc, t_dealloc},
+    {Py_tp_traverse, t_traverse},
+    {Py_tp_clear, t_clear},
+    {Py_tp_methods, t_methods},
+    {Py_tp_getset, t_getset},
+    {Py_tp_members, t_members},
+    {0, NULL},
+};
+
+static PyType_Spec t_spec = {
+    "interlink._native.TopicCore",
+    sizeof(TObject),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    t_slots,
+};
+
+/* ======================================================================= */
+/* TopicSubscriberCore                                                     */
+/* ======================================================================= */
+
+static void s_leave(SObject *s)
+{
+    if (!s->joined)
+        return;
+    s->joined = 0;
+    TObject *t = s->topic;
+    if (t->has_buf && s->fork_gen == il_fork_generation())
+        il_topic_sub_leave(&s->r);
+    t->live--;
+    t_maybe_release(t);
+}
+
+static int s_check(SObject *s)
+{
+    if (!s->joined || !s->topic->has_buf) {
+        PyErr_SetString(s->topic->st->Closed, "this subscription is closed");
+        return -1;
+    }
+    if (s->fork_gen != il_fork_generation()) {
+        PyErr_SetString(s->topic->st->Closed,
+                        "this subscription belongs to the parent process (subscribe again "
+                        "after fork)");
+        return -1;
+    }
+    return 0;
+}
+
+/* ======================================================================= */
+/* TopicMessage                                                            */
+/* ======================================================================= */
+
+static void m_do_release(MObject *m)
+{
+    SObject *s = m->sub;
+    m->state = 2;
+    if (s->joined && s->topic->has_buf && s->fork_gen == il_fork_generation())
+        il_topic_sub_release(&s->r, m->ring, m->pos);
+    s->topic->live--;
+    t_maybe_release(s->topic);
+}
+
+static PyObject *m_make(SObject *s, const il_topic_rec *rec)
+{
+    MObject *m = PyObject_New(MObject, g_msg_type);
+    if (m == NULL)
+        return NULL;
+    m->sub = (SObject *)Py_NewRef(s);
+    m->ptr = rec->ptr;
+    m->len = (Py_ssize_t)rec->len;
+    m->pos = rec->pos;
+    m->ring = rec->ring;
+    m->state = 0;
+    m->exports = 0;
+    s->topic->live++;
+    return (PyObject *)m;
+}
+
+static void m_dealloc(MObject *m)
+{
+    PyTypeObject *tp = Py_TYPE(m);
+    if (m->state != 2)
+        m_do_release(m);
+    Py_DECREF(m->sub);
+    PyObject_Free(m);
+    Py_DECREF(tp);
+}
+
+static int m_getbuffer(MObject *m, Py_buffer *view, int flags)
+{
+    if (m->state != 0) {
+        PyErr_SetString(PyExc_ValueError, "the message was released");
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, (PyObject *)m, (void *)m->ptr, m->len, 1, flags) < 0)
+        return -1;
+    m->exports++;
+    return 0;
+}
+
+static void m_releasebuffer(MObject *m, Py_buffer *Py_UNUSED(view))
+{
+    if (--m->exports == 0 && m->state == 1)
+        m_do_release(m);
+}
+
+static PyObject *m_release(MObject *m, PyObject *Py_UNUSED(ignored))
+{
+    if (m->state == 0) {
+        if (m->exports > 0)
+            m->state = 1; /* when the last view goes */
+        else
+            m_do_release(m);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *m_tobytes(MObject *m, PyObject *Py_UNUSED(ignored))
+{
+    if (m->state != 0) {
+        PyErr_SetString(PyExc_ValueError, "the message was released");
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)m->ptr, m->len);
+}
+
+static Py_ssize_t m_len(MObject *m) { return m->len; }
+
+static PyObject *m_get_released(MObject *m, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(m->state != 0);
+}
+
+static PyObject *m_enter(MObject *m, PyObject *Py_UNUSED(ignored)) { return Py_NewRef(m); }
+
+static PyObject *m_exit(MObject *m, PyObject *const *Py_UNUSED(args), Py_ssize_t Py_UNUSED(n))
+{
+    return m_release(m, NULL);
+}
+
+static PyMethodDef m_methods[] = {
+    {"release", (PyCFunction)m_release, METH_NOARGS,
+     "Let publishers overwrite the record (deferred while views of it live)."},
+    {"tobytes", (PyCFunction)m_tobytes, METH_NOARGS, "A copy of the message's bytes."},
+    {"__enter__", (PyCFunction)m_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))m_exit, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef m_getset[] = {
+    {"released", (getter)m_get_released, NULL, "Whether release() was called.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot m_slots[] = {
+    {Py_tp_doc, "A topic message received in place: a read-only buffer over shared memory."},
+    {Py_tp_dealloc, m_dealloc},
+    {Py_tp_methods, m_methods},
+    {Py_tp_getset, m_getset},
+    {Py_bf_getbuffer, m_getbuffer},
+    {Py_bf_releasebuffer, m_releasebuffer},
+    {Py_sq_length, m_len},
+    {Py_mp_length, m_len},
+    {0, NULL},
+};
+
+static PyType_Spec m_spec = {
+    "interlink._native.TopicMessage",
+    sizeof(MObject),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    m_slots,
+};
+
+/* One attempt: the next message (a copy, or a TopicMessage held in place),
+ * NULL without an exception when there is none, NULL with an exception on
+ * damage. */
+static PyObject *s_try(SObject *s)
+{
+    for (;;) {
+        il_topic_rec m;
+        int rc = il_topic_sub_peek(&s->r, &m);
+        if (rc == IL_EMPTY)
+            return NULL;
+        if (rc != IL_OK)
+            return corrupt(s->topic->st);
+        if (m.len >= T_VIEW_MIN && il_topic_sub_can_hold(&s->r, &m)) {
+            if (il_topic_sub_consume_hold(&s->r, &m) != IL_OK)
+                continue;
+            PyObject *v = m_make(s, &m);
+            if (v == NULL)
+                il_topic_sub_release(&s->r, m.ring, m.pos);
+            return v;
+        }
+        PyObject *b = PyBytes_FromStringAndSize((const char *)m.ptr, (Py_ssize_t)m.len);
+        if (b == NULL)
+            return NULL;
+        if (il_topic_sub_consume(&s->r, &m) == IL_OK)
+            return b;
+        Py_DECREF(b); /* overwritten while copied (drop policy): skip ahead */
+    }
+}
+
+/* Wait for and take the next message (the first attempt failed). */
+static PyObject *s_wait(SObject *s, int64_t timeout_ns)
+{
+    TObject *t = s->topic;
+    PyObject *out = NULL;
+    int64_t deadline = deadline_for(timeout_ns);
+    /* spin a little (GIL released): adaptive, as Channel's receiver */
+    int found = 0;
+    int64_t spin = s->spin_ns;
+    t->busy++;
+    Py_BEGIN_ALLOW_THREADS
+    int64_t until = il_now_ns() + spin;
+    if (until > deadline)
+        until = deadline;
+    do {
+        for (int k = 0; k < 64; k++)
+            il_cpu_relax();
+        if (il_topic_sub_ready(&s->r)) {
+            found = 1;
+            break;
+        }
+    } while (il_now_ns() < until);
+    Py_END_ALLOW_THREADS
+    t->busy--;
+    s->spin_ns = found ? (spin * 2 > T_SPIN_MAX_NS ? T_SPIN_MAX_NS : spin * 2)
+                       : (spin / 2 < T_SPIN_MIN_NS ? T_SPIN_MIN_NS : spin / 2);
+    for (;;) {
+        if (t->closed || !s->joined) {
+            PyErr_SetString(t->st->Closed, "this subscription was closed while in use");
+            return NULL;
+        }
+        out = s_try(s);
+        if (out != NULL || PyErr_Occurred())
+            return out;
+        int64_t slice = slice_left(deadline, T_SLICE_NS);
+        if (slice <= 0) {
+            PyErr_SetString(t->st->Timeout, "no message within the timeout");
+            return NULL;
+        }
+        t->busy++;
+        Py_BEGIN_ALLOW_THREADS
+        il_topic_sub_wait(&s->r, slice);
+        Py_END_ALLOW_THREADS
+        t->busy--;
+        if (PyErr_CheckSignals() < 0)
+            return NULL;
+    }
+}
+
+PyDoc_STRVAR(s_recv_doc, "recv($self, timeout=None, /)\n--\n\n"
+                         "The next message as bytes; waits up to timeout seconds (None: "
+                         "forever), then raises Timeout.");
+
+static PyObject *s_recv(SObject *s, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    int64_t timeout_ns = -1;
+    if (nargs || kwnames) {
+        static const char *const names[] = {"timeout", NULL};
+        PyObject *a[1];
+        if (fast_args("recv", args, nargs, kwnames, names, 0, a) < 0 ||
+            parse_timeout(a[0], &timeout_ns) < 0)
+            return NULL;
+    }
+    if (s_check(s) < 0 || hold(s->lock) < 0)
+        return NULL;
+    TObject *t = s->topic;
+    PyObject *out = s_try(s);
+    if (out == NULL && !PyErr_Occurred() && timeout_ns != 0)
+        out = s_wait(s, timeout_ns);
+    PyThread_release_lock(s->lock);
+    if (out == NULL && !PyErr_Occurred())
+        PyErr_SetString(t->st->Timeout, "no message available");
+    t_maybe_release(t);
+    return out;
+}
+
+static PyObject *s_close(SObject *s, PyObject *Py_UNUSED(ignored))
+{
+    if (s->joined) {
+        if (hold(s->lock) < 0)
+            return NULL;
+        s_leave(s);
+        PyThread_release_lock(s->lock);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *s_get_lost(SObject *s, void *Py_UNUSED(c)) { return U64(s->r.lost); }
+static PyObject *s_get_received(SObject *s, void *Py_UNUSED(c)) { return U64(s->r.received); }
+static PyObject *s_get_closed(SObject *s, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(!s->joined || !s->topic->has_buf);
+}
+
+static int s_traverse(SObject *s, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(s));
+    Py_VISIT(s->topic);
+    return 0;
+}
+
+static void s_dealloc(SObject *s)
+{
+    PyTypeObject *tp = Py_TYPE(s);
+    PyObject_GC_UnTrack(s);
+    if (s->weakreflist)
+        PyObject_ClearWeakRefs((PyObject *)s);
+    if (s->topic != NULL)
+        s_leave(s);
+    if (s->lock)
+        PyThread_free_lock(s->lock);
+    Py_CLEAR(s->topic);
+    PyObject_GC_Del(s);
+    Py_DECREF(tp);
+}
+
+static PyGetSetDef s_getset[] = {
+    {"lost", (getter)s_get_lost, NULL,
+     "Messages this subscriber missed because it was lapped (drop policy).", NULL},
+    {"received", (getter)s_get_received, NULL, "Messages received.", NULL},
+    {"closed", (getter)s_get_closed, NULL, "Whether close() was called.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef s_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(SObject, weakreflist), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyMethodDef s_methods[] = {
+    {"recv", (PyCFunction)(void (*)(void))s_recv, FASTKW, s_recv_doc},
+    {"close", (PyCFunction)s_close, METH_NOARGS, "Leave the topic (idempotent)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot s_slots[] = {
+    {Py_tp_doc, "The native half of interlink.Subscription."},
+    {Py_tp_dealloc, s_dealloc},
+    {Py_tp_traverse, s_traverse},
+    {Py_tp_methods, s_methods},
+    {Py_tp_getset, s_getset},
+    {Py_tp_members, s_members},
+    {0, NULL},
+};
+
+static PyType_Spec s_spec = {
+    "interlink._native.TopicSubscriberCore",
+    sizeof(SObject),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    s_slots,
+};
+
+/* ======================================================================= */
+/* formatting and registration                                             */
+/* ======================================================================= */
+
+static PyObject *mod_topic_segment_size(PyObject *Py_UNUSED(m), PyObject *args)
+{
+    unsigned long npub, nsub;
+    unsigned long long ring;
+    if (!PyArg_ParseTuple(args, "kkK:topic_segment_size", &npub, &nsub, &ring))
+        return NULL;
+    uint64_t sz = 0;
+    if (npub <= IL_TOPIC_MAX_PUB && nsub <= IL_TOPIC_MAX_SUB)
+        sz = il_topic_size_for((uint32_t)npub, (uint32_t)nsub, ring, NULL);
+    if (sz == 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "publishers must be within 1..%u, subscribers within 1..%u and the "
+                     "capacity at most 2**36 bytes",
+                     (unsigned)IL_TOPIC_MAX_PUB, (unsigned)IL_TOPIC_MAX_SUB);
+        return NULL;
+    }
+    return U64(IL_SEG_HEADER_SIZE + sz);
+}
+
+static PyObject *mod_topic_format(PyObject *Py_UNUSED(m), PyObject *args)
+{
+    PyObject *obj;
+    unsigned long npub, nsub, policy;
+    unsigned long long ring;
+    if (!PyArg_ParseTuple(args, "OkkKk:topic_format", &obj, &npub, &nsub, &ring, &policy))
+        return NULL;
+    Py_buffer v;
+    if (PyObject_GetBuffer(obj, &v, PyBUF_WRITABLE) < 0)
+        return NULL;
+    int rc = IL_INVALID;
+    il_topic t;
+    if ((size_t)v.len > IL_SEG_HEADER_SIZE && npub <= IL_TOPIC_MAX_PUB &&
+        nsub <= IL_TOPIC_MAX_SUB && policy <= IL_TOPIC_BLOCK)
+        rc = il_topic_init(&t, (char *)v.buf + IL_SEG_HEADER_SIZE,
+                           (uint64_t)v.len - IL_SEG_HEADER_SIZE, (uint32_t)npub,
+                           (uint32_t)nsub, ring, (uint32_t)policy);
+    PyBuffer_Release(&v);
+    if (rc != IL_OK) {
+        PyErr_SetString(PyExc_ValueError, "cannot format a topic with these sizes in this buffer "
+                                          "(see topic_segment_size)");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* For `interlink ls`: (policy, live publishers, live subscribers, ring bytes)
+ * of a topic segment mapped read-only, or None if it does not validate. */
+static PyObject *mod_topic_snapshot(PyObject *Py_UNUSED(m), PyObject *obj)
+{
+    Py_buffer v;
+    if (PyObject_GetBuffer(obj, &v, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *result = NULL;
+    il_topic t;
+    if ((size_t)v.len > IL_SEG_HEADER_SIZE &&
+        il_topic_attach(&t, (char *)v.buf + IL_SEG_HEADER_SIZE,
+                        (uint64_t)v.len - IL_SEG_HEADER_SIZE) == IL_OK) {
+        uint32_t p = 0, s = 0;
+        il_topic_counts(&t, &p, &s);
+        result = Py_BuildValue("(kIIK)", (unsigned long)t.policy, p, s,
+                               (unsigned long long)t.cap);
+    }
+    PyBuffer_Release(&v);
+    if (result == NULL && !PyErr_Occurred())
+        Py_RETURN_NONE;
+    return result;
+}
+
+static PyMethodDef topic_module_methods[] = {
+    {"topic_segment_size", mod_topic_segment_size, METH_VARARGS,
+     "topic_segment_size(publishers, subscribers, ring_bytes): bytes of a topic segment "
+     "(header page included)."},
+    {"topic_format", mod_topic_format, METH_VARARGS,
+     "topic_format(buffer, publishers, subscribers, ring_bytes, policy): format a new topic "
+     "segment."},
+    {"topic_snapshot", mod_topic_snapshot, METH_O,
+     "topic_snapshot(buffer): (policy, live publishers, live subscribers, ring bytes) or "
+     "None if the segment does not validate (read-only is fine)."},
+    {NULL, NULL, 0, NULL},
+};
+
+int il_topic_exec(PyObject *m, module_state *st);
+
+int il_topic_exec(PyObject *m, module_state *st)
+{
+    (void)st;
+    PyTypeObject *tp = (PyTypeObject *)PyType_FromModuleAndSpec(m, &t_spec, NULL);
+    if (tp == NULL)
+        return -1;
+    int rc = PyModule_AddType(m, tp);
+    Py_DECREF(tp);
+    if (rc < 0)
+        return -1;
+    PyTypeObject *sp = (PyTypeObject *)PyType_FromModuleAndSpec(m, &s_spec, NULL);
+    if (sp == NULL)
+        return -1;
+    if (PyModule_AddType(m, sp) < 0) {
+        Py_DECREF(sp);
+        return -1;
+    }
+    Py_XSETREF(g_sub_type, sp); /* keeps the reference */
+    PyTypeObject *mt = (PyTypeObject *)PyType_FromModuleAndSpec(m, &m_spec, NULL);
+    if (mt == NULL)
+        return -1;
+    if (PyModule_AddType(m, mt) < 0) {
+        Py_DECREF(mt);
+        return -1;
+    }
+    Py_XSETREF(g_msg_type, mt);
+    if (PyModule_AddFunctions(m, topic_module_methods) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(m, "KIND_TOPIC", IL_KIND_TOPIC) < 0 ||
+        PyModule_AddIntConstant(m, "SEG_TOPIC_DESC", IL_SEG_TOPIC_DESC) < 0 ||
+        PyModule_AddIntConstant(m, "TOPIC_DROP", IL_TOPIC_DROP) < 0 ||
+        PyModule_AddIntConstant(m, "TOPIC_BLOCK", IL_TOPIC_BLOCK) < 0 ||
+        PyModule_AddIntConstant(m, "TOPIC_MAX_PUBLISHERS", IL_TOPIC_MAX_PUB) < 0 ||
+        PyModule_AddIntConstant(m, "TOPIC_MAX_SUBSCRIBERS", IL_TOPIC_MAX_SUB) < 0 ||
+        PyModule_AddIntConstant(m, "TOPIC_VIEW_MIN", T_VIEW_MIN) < 0)
+        return -1;
+    return 0;
+}
