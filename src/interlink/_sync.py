@@ -157,7 +157,60 @@ def _reopen(cls: Callable[..., _S], name: str) -> _S:
     return cls(name, create=False)
 
 
-class _LockBase(_Named, _native.LockCore):
+class _DeadlockAware(_Named):
+    """Deadlock-detection wiring shared by Lock/RLock and RWLock handles.
+
+    The native wait calls back ``_deadlock_check`` (defined by each kind) and
+    ``_deadlock_done``; ``_dd_path`` and ``_dd_buffer`` name the object for the
+    registry (docs/design/deadlock.md).
+    """
+
+    _deadlock_detection: bool
+
+    if TYPE_CHECKING:  # provided by the native bases (LockCore, RWLockCore)
+
+        def _deadlock_config(self, after_ns: int, every_ns: int) -> None: ...
+
+    def _setup_deadlock_detection(self, enabled: bool) -> None:
+        self._deadlock_detection = bool(enabled)
+        if self._deadlock_detection:
+            # Only waits longer than CHECK_AFTER call back into Python.
+            self._deadlock_config(
+                int(_deadlock.CHECK_AFTER * 1e9), int(_deadlock.CHECK_EVERY * 1e9)
+            )
+
+    @property
+    def deadlock_detection(self) -> bool:
+        """Whether waits on this handle take part in deadlock detection."""
+        return self._deadlock_detection
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        return (_reopen_lock, (type(self), self.name, self._deadlock_detection))
+
+    @property
+    def _dd_path(self) -> str:
+        return str(self._segment.path)
+
+    @property
+    def _dd_buffer(self) -> Any:
+        return self._segment.mm
+
+    def _deadlock_done(self, tid: int) -> None:
+        _deadlock.done(tid)
+
+    def _warn_owner_died(self, what: str) -> None:
+        # Called (through _owner_died_hook) by the native acquire when it
+        # recovered a dead holder's lock.
+        warnings.warn(
+            OwnerDied(
+                f"the previous {what} of {type(self).__name__} {self.name!r} died holding it; "
+                "the data it protects may need repair (then call recovered())"
+            ),
+            stacklevel=3,  # _warn_owner_died, _owner_died_hook, the caller of acquire
+        )
+
+
+class _LockBase(_DeadlockAware, _native.LockCore):
     _kind = _native.KIND_LOCK
     _recursive = False
     _kind_name = "lock"
@@ -180,48 +233,17 @@ class _LockBase(_Named, _native.LockCore):
             format=lambda mm, key: _native.lock_format(mm),
             attach=lambda mm: self._bind(mm, self._recursive),
         )
-        self._deadlock_detection = bool(deadlock_detection)
-        if self._deadlock_detection:
-            # Only waits longer than CHECK_AFTER call back into Python.
-            self._deadlock_config(
-                int(_deadlock.CHECK_AFTER * 1e9), int(_deadlock.CHECK_EVERY * 1e9)
-            )
+        self._setup_deadlock_detection(deadlock_detection)
 
-    @property
-    def deadlock_detection(self) -> bool:
-        """Whether waits on this handle take part in deadlock detection."""
-        return self._deadlock_detection
-
-    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        return (_reopen_lock, (type(self), self.name, self._deadlock_detection))
-
-    # Deadlock detection (docs/design/deadlock.md), called by the native wait.
-    @property
-    def _dd_path(self) -> str:
-        return str(self._segment.path)
-
-    @property
-    def _dd_buffer(self) -> Any:
-        return self._segment.mm
-
+    # Called by the native wait (docs/design/deadlock.md).
     def _deadlock_check(self, tid: int, waited_ns: int) -> None:
         if _deadlock.get_deadlock_detection():
             _deadlock.check(self, tid)
         else:
             _deadlock.done(tid)
 
-    def _deadlock_done(self, tid: int) -> None:
-        _deadlock.done(tid)
-
     def _owner_died_hook(self) -> None:
-        # Called by the native acquire when it recovered a dead holder's lock.
-        warnings.warn(
-            OwnerDied(
-                f"the previous holder of {type(self).__name__} {self.name!r} died holding it; "
-                "the data it protects may need repair (then call recovered())"
-            ),
-            stacklevel=3,
-        )
+        self._warn_owner_died("holder")
 
     def statistics(self) -> LockStatistics:
         """Holder, waiters and counters of the lock."""
@@ -632,7 +654,7 @@ class RWLockStatistics:
     readers_recovered: int
 
 
-class RWLock(_Named, _native.RWLockCore):
+class RWLock(_DeadlockAware, _native.RWLockCore):
     """A reader-writer lock shared between threads and processes.
 
     ``with rw.read():`` shares the lock with other readers; ``with
@@ -684,39 +706,15 @@ class RWLock(_Named, _native.RWLockCore):
             format=lambda mm, key: _native.rwlock_format(mm),
             attach=lambda mm: self._bind(mm),
         )
-        self._deadlock_detection = bool(deadlock_detection)
-        if self._deadlock_detection:
-            # Only waits longer than CHECK_AFTER call back into Python.
-            self._deadlock_config(
-                int(_deadlock.CHECK_AFTER * 1e9), int(_deadlock.CHECK_EVERY * 1e9)
-            )
+        self._setup_deadlock_detection(deadlock_detection)
         _deadlock.track_rwlock(self)
 
-    @property
-    def deadlock_detection(self) -> bool:
-        """Whether waits on this handle take part in deadlock detection."""
-        return self._deadlock_detection
-
-    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        return (_reopen_lock, (type(self), self.name, self._deadlock_detection))
-
-    # Deadlock detection (docs/design/deadlock.md), called by the native waits.
-    @property
-    def _dd_path(self) -> str:
-        return str(self._segment.path)
-
-    @property
-    def _dd_buffer(self) -> Any:
-        return self._segment.mm
-
+    # Called by the native waits (docs/design/deadlock.md).
     def _deadlock_check(self, tid: int, write: int) -> None:
         if _deadlock.get_deadlock_detection():
             _deadlock.check(self, tid, "write" if write else "read")
         else:
             _deadlock.done(tid)
-
-    def _deadlock_done(self, tid: int) -> None:
-        _deadlock.done(tid)
 
     def _upgrade_deadlock(self, tid: int) -> None:
         # Called by acquire_write when the calling thread reads this handle.
@@ -744,13 +742,7 @@ class RWLock(_Named, _native.RWLockCore):
             self.release_write()
 
     def _owner_died_hook(self) -> None:
-        warnings.warn(
-            OwnerDied(
-                f"the previous writer of RWLock {self.name!r} died holding it; "
-                "the data it protects may need repair (then call recovered())"
-            ),
-            stacklevel=3,
-        )
+        self._warn_owner_died("writer")
 
     def statistics(self) -> RWLockStatistics:
         """Writer, readers, waiters and counters of the lock."""
