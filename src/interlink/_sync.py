@@ -171,8 +171,36 @@ class _DeadlockAware(_Named):
 
         def _deadlock_config(self, after_ns: int, every_ns: int) -> None: ...
 
-    def _setup_deadlock_detection(self, enabled: bool) -> None:
-        self._deadlock_detection = bool(enabled)
+    def _format(self, mm: Any) -> None:
+        """Format a new segment's object (each kind's native formatter)."""
+        raise NotImplementedError  # overridden by every concrete kind
+
+    def _attach(self, mm: Any) -> None:
+        """Bind this handle's native part to the mapped segment."""
+        raise NotImplementedError  # overridden by every concrete kind
+
+    _kind: int
+    _segment_size: int
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        create: bool | None = None,
+        mode: int = 0o600,
+        deadlock_detection: bool = True,
+    ) -> None:
+        self._segment = Segment.open(
+            name,
+            self._kind,
+            size=self._segment_size,
+            layout=LAYOUT_VERSION,
+            create=create,
+            mode=mode,
+            format=lambda mm, key: self._format(mm),
+            attach=self._attach,
+        )
+        self._deadlock_detection = bool(deadlock_detection)
         if self._deadlock_detection:
             # Only waits longer than CHECK_AFTER call back into Python.
             self._deadlock_config(
@@ -214,26 +242,13 @@ class _LockBase(_DeadlockAware, _native.LockCore):
     _kind = _native.KIND_LOCK
     _recursive = False
     _kind_name = "lock"
+    _segment_size = _native.LOCK_SEGMENT_SIZE
 
-    def __init__(
-        self,
-        name: str | None = None,
-        *,
-        create: bool | None = None,
-        mode: int = 0o600,
-        deadlock_detection: bool = True,
-    ):
-        self._segment = Segment.open(
-            name,
-            self._kind,
-            size=_native.LOCK_SEGMENT_SIZE,
-            layout=LAYOUT_VERSION,
-            create=create,
-            mode=mode,
-            format=lambda mm, key: _native.lock_format(mm),
-            attach=lambda mm: self._bind(mm, self._recursive),
-        )
-        self._setup_deadlock_detection(deadlock_detection)
+    def _format(self, mm: Any) -> None:
+        _native.lock_format(mm)
+
+    def _attach(self, mm: Any) -> None:
+        self._bind(mm, self._recursive)
 
     # Called by the native wait (docs/design/deadlock.md).
     def _deadlock_check(self, tid: int, waited_ns: int) -> None:
@@ -687,6 +702,10 @@ class RWLock(_DeadlockAware, _native.RWLockCore):
 
     _kind = _native.KIND_RWLOCK
     _kind_name = "rwlock"
+    _segment_size = _native.RWLOCK_SEGMENT_SIZE
+
+    def _format(self, mm: Any) -> None:
+        _native.rwlock_format(mm)
 
     def __init__(
         self,
@@ -696,18 +715,11 @@ class RWLock(_DeadlockAware, _native.RWLockCore):
         mode: int = 0o600,
         deadlock_detection: bool = True,
     ) -> None:
-        self._segment = Segment.open(
-            name,
-            self._kind,
-            size=_native.RWLOCK_SEGMENT_SIZE,
-            layout=LAYOUT_VERSION,
-            create=create,
-            mode=mode,
-            format=lambda mm, key: _native.rwlock_format(mm),
-            attach=lambda mm: self._bind(mm),
-        )
-        self._setup_deadlock_detection(deadlock_detection)
+        super().__init__(name, create=create, mode=mode, deadlock_detection=deadlock_detection)
         _deadlock.track_rwlock(self)
+
+    def _attach(self, mm: Any) -> None:
+        self._bind(mm)
 
     # Called by the native waits (docs/design/deadlock.md).
     def _deadlock_check(self, tid: int, write: int) -> None:
