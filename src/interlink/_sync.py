@@ -157,10 +157,30 @@ def _reopen(cls: Callable[..., _S], name: str) -> _S:
     return cls(name, create=False)
 
 
-class _LockBase(_Named, _native.LockCore):
-    _kind = _native.KIND_LOCK
-    _recursive = False
-    _kind_name = "lock"
+class _DeadlockAware(_Named):
+    """Deadlock-detection wiring shared by Lock/RLock and RWLock handles.
+
+    The native wait calls back ``_deadlock_check`` (defined by each kind) and
+    ``_deadlock_done``; ``_dd_path`` and ``_dd_buffer`` name the object for the
+    registry (docs/design/deadlock.md).
+    """
+
+    _deadlock_detection: bool
+
+    if TYPE_CHECKING:  # provided by the native bases (LockCore, RWLockCore)
+
+        def _deadlock_config(self, after_ns: int, every_ns: int) -> None: ...
+
+    def _format(self, mm: Any) -> None:
+        """Format a new segment's object (each kind's native formatter)."""
+        raise NotImplementedError  # overridden by every concrete kind
+
+    def _attach(self, mm: Any) -> None:
+        """Bind this handle's native part to the mapped segment."""
+        raise NotImplementedError  # overridden by every concrete kind
+
+    _kind: int
+    _segment_size: int
 
     def __init__(
         self,
@@ -169,16 +189,16 @@ class _LockBase(_Named, _native.LockCore):
         create: bool | None = None,
         mode: int = 0o600,
         deadlock_detection: bool = True,
-    ):
+    ) -> None:
         self._segment = Segment.open(
             name,
             self._kind,
-            size=_native.LOCK_SEGMENT_SIZE,
+            size=self._segment_size,
             layout=LAYOUT_VERSION,
             create=create,
             mode=mode,
-            format=lambda mm, key: _native.lock_format(mm),
-            attach=lambda mm: self._bind(mm, self._recursive),
+            format=lambda mm, key: self._format(mm),
+            attach=self._attach,
         )
         self._deadlock_detection = bool(deadlock_detection)
         if self._deadlock_detection:
@@ -195,7 +215,6 @@ class _LockBase(_Named, _native.LockCore):
     def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         return (_reopen_lock, (type(self), self.name, self._deadlock_detection))
 
-    # Deadlock detection (docs/design/deadlock.md), called by the native wait.
     @property
     def _dd_path(self) -> str:
         return str(self._segment.path)
@@ -204,24 +223,42 @@ class _LockBase(_Named, _native.LockCore):
     def _dd_buffer(self) -> Any:
         return self._segment.mm
 
+    def _deadlock_done(self, tid: int) -> None:
+        _deadlock.done(tid)
+
+    def _warn_owner_died(self, what: str) -> None:
+        # Called (through _owner_died_hook) by the native acquire when it
+        # recovered a dead holder's lock.
+        warnings.warn(
+            OwnerDied(
+                f"the previous {what} of {type(self).__name__} {self.name!r} died holding it; "
+                "the data it protects may need repair (then call recovered())"
+            ),
+            stacklevel=3,  # _warn_owner_died, _owner_died_hook, the caller of acquire
+        )
+
+
+class _LockBase(_DeadlockAware, _native.LockCore):
+    _kind = _native.KIND_LOCK
+    _recursive = False
+    _kind_name = "lock"
+    _segment_size = _native.LOCK_SEGMENT_SIZE
+
+    def _format(self, mm: Any) -> None:
+        _native.lock_format(mm)
+
+    def _attach(self, mm: Any) -> None:
+        self._bind(mm, self._recursive)
+
+    # Called by the native wait (docs/design/deadlock.md).
     def _deadlock_check(self, tid: int, waited_ns: int) -> None:
         if _deadlock.get_deadlock_detection():
             _deadlock.check(self, tid)
         else:
             _deadlock.done(tid)
 
-    def _deadlock_done(self, tid: int) -> None:
-        _deadlock.done(tid)
-
     def _owner_died_hook(self) -> None:
-        # Called by the native acquire when it recovered a dead holder's lock.
-        warnings.warn(
-            OwnerDied(
-                f"the previous holder of {type(self).__name__} {self.name!r} died holding it; "
-                "the data it protects may need repair (then call recovered())"
-            ),
-            stacklevel=3,
-        )
+        self._warn_owner_died("holder")
 
     def statistics(self) -> LockStatistics:
         """Holder, waiters and counters of the lock."""
@@ -632,7 +669,7 @@ class RWLockStatistics:
     readers_recovered: int
 
 
-class RWLock(_Named, _native.RWLockCore):
+class RWLock(_DeadlockAware, _native.RWLockCore):
     """A reader-writer lock shared between threads and processes.
 
     ``with rw.read():`` shares the lock with other readers; ``with
@@ -665,6 +702,10 @@ class RWLock(_Named, _native.RWLockCore):
 
     _kind = _native.KIND_RWLOCK
     _kind_name = "rwlock"
+    _segment_size = _native.RWLOCK_SEGMENT_SIZE
+
+    def _format(self, mm: Any) -> None:
+        _native.rwlock_format(mm)
 
     def __init__(
         self,
@@ -674,49 +715,18 @@ class RWLock(_Named, _native.RWLockCore):
         mode: int = 0o600,
         deadlock_detection: bool = True,
     ) -> None:
-        self._segment = Segment.open(
-            name,
-            self._kind,
-            size=_native.RWLOCK_SEGMENT_SIZE,
-            layout=LAYOUT_VERSION,
-            create=create,
-            mode=mode,
-            format=lambda mm, key: _native.rwlock_format(mm),
-            attach=lambda mm: self._bind(mm),
-        )
-        self._deadlock_detection = bool(deadlock_detection)
-        if self._deadlock_detection:
-            # Only waits longer than CHECK_AFTER call back into Python.
-            self._deadlock_config(
-                int(_deadlock.CHECK_AFTER * 1e9), int(_deadlock.CHECK_EVERY * 1e9)
-            )
+        super().__init__(name, create=create, mode=mode, deadlock_detection=deadlock_detection)
         _deadlock.track_rwlock(self)
 
-    @property
-    def deadlock_detection(self) -> bool:
-        """Whether waits on this handle take part in deadlock detection."""
-        return self._deadlock_detection
+    def _attach(self, mm: Any) -> None:
+        self._bind(mm)
 
-    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        return (_reopen_lock, (type(self), self.name, self._deadlock_detection))
-
-    # Deadlock detection (docs/design/deadlock.md), called by the native waits.
-    @property
-    def _dd_path(self) -> str:
-        return str(self._segment.path)
-
-    @property
-    def _dd_buffer(self) -> Any:
-        return self._segment.mm
-
+    # Called by the native waits (docs/design/deadlock.md).
     def _deadlock_check(self, tid: int, write: int) -> None:
         if _deadlock.get_deadlock_detection():
             _deadlock.check(self, tid, "write" if write else "read")
         else:
             _deadlock.done(tid)
-
-    def _deadlock_done(self, tid: int) -> None:
-        _deadlock.done(tid)
 
     def _upgrade_deadlock(self, tid: int) -> None:
         # Called by acquire_write when the calling thread reads this handle.
@@ -744,13 +754,7 @@ class RWLock(_Named, _native.RWLockCore):
             self.release_write()
 
     def _owner_died_hook(self) -> None:
-        warnings.warn(
-            OwnerDied(
-                f"the previous writer of RWLock {self.name!r} died holding it; "
-                "the data it protects may need repair (then call recovered())"
-            ),
-            stacklevel=3,
-        )
+        self._warn_owner_died("writer")
 
     def statistics(self) -> RWLockStatistics:
         """Writer, readers, waiters and counters of the lock."""

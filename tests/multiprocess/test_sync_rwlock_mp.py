@@ -142,9 +142,10 @@ def test_writer_killed_holding_is_recovered(spawn: Spawn, name: str) -> None:
         assert rw.acquire_write(timeout=0.05) is False
         child.kill()
         killed = time.monotonic()
-        with pytest.warns(il.OwnerDied):
+        with pytest.warns(il.OwnerDied) as record:
             assert rw.acquire_write(timeout=5) is True
         took = time.monotonic() - killed
+        assert [w.filename for w in record] == [__file__]  # the caller's line
         print(f"rwlock: dead writer recovered {took * 1e3:.1f} ms after kill -9")
         assert took < 0.5  # the target is 100 ms; margin for loaded CI machines
         assert rw.owner_died is True

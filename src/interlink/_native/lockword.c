@@ -318,6 +318,66 @@ int il_lock_wait_poll(il_lock_waiter *w)
 
 static int is_acquired(int rc) { return rc == IL_OK || rc == IL_OWNERDIED; }
 
+/* Adaptive spin (docs/design/sync-lockword.md §1 "Adaptive spin"): how long a
+ * waiter spins before sleeping, from a per-object hint in shared memory (ns,
+ * relaxed stores: a lost update only changes how long someone spins). */
+static int64_t spin_limit(uint32_t avg, int probe)
+{
+    int64_t limit = avg;
+    if (probe && limit < IL_LOCK_SPIN_PROBE_NS)
+        limit = IL_LOCK_SPIN_PROBE_NS;
+    return limit > IL_LOCK_SPIN_NS ? IL_LOCK_SPIN_NS : limit;
+}
+
+/* Record a spin's outcome: `took` ns to succeed, or -1 if it failed.  The
+ * hint doubles while spins pay (at least twice what the last one took) and
+ * halves while they do not, down to 0. */
+static void spin_adapt(_Atomic uint32_t *hint, uint32_t avg, int64_t took)
+{
+    int64_t next;
+    if (took >= 0) {
+        next = 2 * (int64_t)avg;
+        if (next < 2 * took)
+            next = 2 * took;
+        if (next < IL_LOCK_SPIN_PROBE_NS)
+            next = IL_LOCK_SPIN_PROBE_NS;
+        if (next > IL_LOCK_SPIN_NS)
+            next = IL_LOCK_SPIN_NS;
+    } else {
+        next = avg / 2 < 500 ? 0 : avg / 2;
+    }
+    if ((uint32_t)next != avg)
+        atomic_store_explicit(hint, (uint32_t)next, memory_order_relaxed);
+}
+
+/* Spin for at most limit_ns watching *watch; on every change call attempt(ctx)
+ * (its status in *rc).  Returns the ns it took to get a status other than
+ * IL_BUSY, or -1 if the time ran out.  (No sched_yield: under load it gives
+ * the CPU to unrelated work for a whole time slice; measured worse.) */
+static int64_t spin_for(const _Atomic uint64_t *watch, int64_t limit_ns, int (*attempt)(void *),
+                        void *ctx, int *rc)
+{
+    const int64_t t0 = il_now_ns();
+    const int64_t end = t0 + limit_ns;
+    int64_t now = t0;
+    uint64_t v0 = atomic_load_explicit(watch, memory_order_relaxed);
+    while (now < end) {
+        for (int i = 0; i < 16; i++) {
+            il_cpu_relax();
+            if (atomic_load_explicit(watch, memory_order_relaxed) != v0) {
+                *rc = attempt(ctx);
+                if (*rc != IL_BUSY)
+                    return il_now_ns() - t0;
+                v0 = atomic_load_explicit(watch, memory_order_relaxed);
+            }
+        }
+        now = il_now_ns();
+    }
+    return -1;
+}
+
+static int lock_attempt(void *w) { return il_lock_wait_poll((il_lock_waiter *)w); }
+
 int il_lock_wait_slice(il_lock_waiter *w, int64_t slice_ns)
 {
     il_lock *l = w->l;
@@ -325,39 +385,26 @@ int il_lock_wait_slice(il_lock_waiter *w, int64_t slice_ns)
     if (rc != IL_BUSY)
         return rc;
     w->contended = 1;
-    /* Bounded, adaptive spin: a hand-off within a few microseconds costs no
-     * syscall, but a spin that does not end in the lock is pure loss, and it
-     * delays the releaser when that shares our CPU (2 cores under load), and
-     * a pause can cost ~80 ns in a VM (128 rounds: 10 µs).  So the limit
-     * follows recent successful spins: `spin` jumps up to what a successful
-     * spin took and decays by 1/16 per failed one; the limit is twice that
-     * plus IL_LOCK_SPIN_MIN, at most IL_LOCK_SPIN.  Every 64th ticket spins
-     * at least IL_LOCK_SPIN_PROBE rounds, so that a lock whose spins have
-     * started to pay off again is noticed. */
-    uint32_t avg = atomic_load_explicit(&l->spin, memory_order_relaxed);
-    uint32_t limit = IL_LOCK_SPIN_MIN + avg / 8; /* 2 * (avg / 16) */
-    if ((w->ticket & 63u) == 0 && limit < IL_LOCK_SPIN_PROBE)
-        limit = IL_LOCK_SPIN_PROBE;
-    if (limit > IL_LOCK_SPIN)
-        limit = IL_LOCK_SPIN;
-    uint32_t took = 0; /* rounds of a successful spin, 0: failed */
+    /* Bounded, adaptive, time-based spin (docs/design/sync-lockword.md §1
+     * "Adaptive spin"): a hand-off that comes within the spin costs no
+     * sleep and no wake-up -- on a VM, waking a halted vCPU is most of a
+     * sleeping hand-off.  A spin that does not end in the lock is pure loss,
+     * so the per-lock hint `spin` (ns) doubles while spins pay and halves
+     * while they do not, between 0 and IL_LOCK_SPIN_NS; every 16th ticket
+     * spins at least IL_LOCK_SPIN_PROBE_NS so that a lock whose spins would
+     * pay again is noticed.  Only the next waiter in line spins: the others
+     * cannot get the lock before it, and their spins would take the CPU the
+     * holder and the next waiter need (2 cores). */
     uint64_t s0 = atomic_load_explicit(&l->state, memory_order_relaxed);
-    for (uint32_t i = 0; i < limit; i++) {
-        il_cpu_relax();
-        if (atomic_load_explicit(&l->state, memory_order_relaxed) != s0) {
-            rc = il_lock_wait_poll(w);
-            if (rc != IL_BUSY) {
-                took = i + 1;
-                break;
-            }
-            s0 = atomic_load_explicit(&l->state, memory_order_relaxed);
-        }
+    uint32_t next_turn = st_held(s0) ? st_next_turn(s0) : st_turn(s0);
+    if (w->has_ticket && w->ticket == next_turn) {
+        uint32_t avg = atomic_load_explicit(&l->spin, memory_order_relaxed);
+        int64_t limit = spin_limit(avg, (w->ticket & 15u) == 0);
+        int64_t took = limit > 0 ? spin_for(&l->state, limit, lock_attempt, w, &rc) : -1;
+        spin_adapt(&l->spin, avg, took);
+        if (took >= 0)
+            return rc;
     }
-    uint32_t next = took != 0 ? (took * 16 > avg ? took * 16 : avg) : avg - avg / 16;
-    if (next != avg)
-        atomic_store_explicit(&l->spin, next, memory_order_relaxed);
-    if (took != 0)
-        return rc;
     int frc;
     if (w->entry < 0) {
         /* No queue entry free: sleep on the overflow word, retry afterwards. */
@@ -895,6 +942,8 @@ static void sem_sleep_leave(il_sem *s, uint32_t slot)
     }
 }
 
+static int sem_attempt(void *w) { return sem_waiter_try((il_sem_waiter *)w); }
+
 int il_sem_wait_slice(il_sem_waiter *w, int64_t slice_ns)
 {
     il_sem *s = w->s;
@@ -912,6 +961,17 @@ int il_sem_wait_slice(il_sem_waiter *w, int64_t slice_ns)
             if (rc != IL_BUSY)
                 return rc;
         }
+    }
+    /* Adaptive spin, as il_lock's: a release within it costs no sleep and no
+     * wake-up.  Watches the value word; a change is worth a try. */
+    uint32_t avg = atomic_load_explicit(&s->spin, memory_order_relaxed);
+    uint64_t probe = atomic_load_explicit(&s->contentions, memory_order_relaxed);
+    int64_t limit = spin_limit(avg, (probe & 15u) == 0);
+    if (limit > 0) {
+        int64_t took = spin_for(&s->word, limit, sem_attempt, w, &rc);
+        spin_adapt(&s->spin, avg, took);
+        if (took >= 0)
+            return rc;
     }
     uint32_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
     sem_sleep_enter(s, w->slot);

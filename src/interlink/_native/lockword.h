@@ -69,8 +69,8 @@ _Static_assert(IL_OWNERDIED > IL_INVALID, "IL_OWNERDIED is a new status code");
 
 #define IL_LOCK_QUEUE 64u                       /* entries: concurrent waiters+holder */
 #define IL_LOCK_SPIN 128                        /* pause rounds before sleeping, at most */
-#define IL_LOCK_SPIN_MIN 0                      /* ... at least (adaptive: il_lock.spin) */
-#define IL_LOCK_SPIN_PROBE 32                   /* rounds of every 64th wait's spin, at least */
+#define IL_LOCK_SPIN_NS 50000                   /* a waiter's spin before sleeping, at most (ns) */
+#define IL_LOCK_SPIN_PROBE_NS 20000             /* spin of every 16th wait, at least (ns) */
 #define IL_LOCK_STALL_NS (100LL * 1000 * 1000)  /* a live turn-holder not claiming */
 #define IL_SEM_HUNGRY_NS (50LL * 1000 * 1000)   /* a sem waiter posts a reservation */
 #define IL_SEM_MAX_N ((UINT32_C(1) << 24) - 1)  /* units per reservation */
@@ -96,8 +96,8 @@ typedef struct il_lock {
     uint32_t nentries;            /* IL_LOCK_QUEUE */
     _Atomic uint32_t overflow;     /* waiters that found no free queue entry */
     _Atomic uint32_t overflow_seq; /* futex word they sleep on */
-    _Atomic uint32_t spin;         /* adaptive spin: rounds recent successful spins
-                                    * took, x16 (a hint: relaxed, races harmless) */
+    _Atomic uint32_t spin;         /* adaptive spin: ns a waiter spins before sleeping
+                                    * (a hint: relaxed stores, races harmless) */
     _Atomic uint32_t hint;         /* entry of the latest ticket taker: where the
                                     * hand-off scan starts (a hint, as spin) */
     /* statistics */
@@ -204,7 +204,7 @@ typedef struct il_sem {
     _Alignas(64) _Atomic uint32_t j_epoch; /* journal of the update in progress */
     _Atomic uint32_t j_slot;
     _Atomic uint32_t j_held;
-    uint32_t unused;
+    _Atomic uint32_t spin;             /* adaptive spin hint, ns (as il_lock.spin) */
     _Atomic uint64_t acquisitions, contentions, recovered, wakes;
     _Alignas(64) _Atomic uint32_t held[IL_SEG_SLOTS];
     /* Sleepers per attach slot: `sleepers` above is what the wake path reads
