@@ -171,13 +171,10 @@ class _DeadlockAware(_Named):
 
         def _deadlock_config(self, after_ns: int, every_ns: int) -> None: ...
 
-    def _format(self, mm: Any) -> None:
-        """Format a new segment's object (each kind's native formatter)."""
-        raise NotImplementedError  # overridden by every concrete kind
-
-    def _attach(self, mm: Any) -> None:
-        """Bind this handle's native part to the mapped segment."""
-        raise NotImplementedError  # overridden by every concrete kind
+        # Each concrete kind defines these two: format a new segment's
+        # object, and bind the handle's native part to the mapped segment.
+        def _format(self, mm: Any) -> None: ...
+        def _attach(self, mm: Any) -> None: ...
 
     _kind: int
     _segment_size: int
