@@ -384,6 +384,17 @@ class TopicSubscriberCore:
     def closed(self) -> bool: ...
     def recv(self, timeout: float | None = None, /) -> bytes | TopicMessage: ...
     def close(self) -> None: ...
+    def _fast_setup(
+        self,
+        *,
+        decode: Callable[[bytes | TopicMessage], Any],
+        errors: tuple[type[BaseException], ...] = (),
+        loads: Callable[[bytes], Any] | None = None,
+        plain_tail: bytes | None = None,
+        raw_tail: bytes | None = None,
+        view_tail: bytes | None = None,
+    ) -> None: ...
+    def _recv_obj(self, timeout: float | None = None) -> Any: ...
 
 class TopicCore:
     """The compiled half of interlink.Topic."""
@@ -407,3 +418,18 @@ class TopicCore:
     ) -> None: ...
     def subscribe(self, history: int = 0, /) -> TopicSubscriberCore: ...
     def counts(self) -> tuple[int, int]: ...
+    def _fast_setup(
+        self,
+        *,
+        owner: Callable[[], object],
+        slow: Callable[[Any, Any, float | None], None],
+        closed: type[BaseException],
+        codec: object,
+        encode_error: Callable[[Any, BaseException], BaseException],
+        bytes_tail: bytes | None = None,
+        dumps: Callable[[Any, int], bytes] | None = None,
+        plain_tail: bytes | None = None,
+        limit: int = 0,
+        watch: int = 0,
+    ) -> None: ...
+    def _publish_obj(self, obj: Any, timeout: float | None = None) -> None: ...

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import os
+import pickle
 import stat
 import struct
 import threading
@@ -21,7 +23,19 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, cast
 
 from . import _native
-from ._codec import _RAW_MASK, _TRAILER, TRAILER_SIZE, Codec, get_codec, pickle_allowed
+from ._codec import (
+    _PARSE_ERRORS,
+    _RAW_MASK,
+    _TRAILER,
+    _WATCH,
+    RAW_BYTES,
+    TRAILER_SIZE,
+    BytesCodec,
+    Codec,
+    PickleCodec,
+    get_codec,
+    pickle_allowed,
+)
 from ._segment import Segment
 from .errors import AccessDenied, Closed, Incompatible, Timeout
 
@@ -151,6 +165,36 @@ class Topic:
         except BaseException:
             self._close_handle()
             raise
+        self._setup_fast_path()
+
+    def _setup_fast_path(self) -> None:
+        # publish is one native call for exact bytes and small pickles of the
+        # stock codecs (docs/design/topic.md, "Object fast path"); the core
+        # hands everything else to _publish_slow.  It holds only a weak
+        # reference to this Topic (no cycle: dropping the Topic closes it).
+        codec = self._codec
+        is_pickle = type(codec) is PickleCodec
+        bytes_tail: bytes | None = None
+        if is_pickle:
+            bytes_tail = cast(PickleCodec, codec)._raw_tails[RAW_BYTES]
+        elif type(codec) is BytesCodec:
+            bytes_tail = codec._tail
+        cls = type(self)
+        self._core._fast_setup(
+            owner=weakref.ref(self),
+            slow=cls._publish_slow,
+            closed=Closed,
+            codec=codec,
+            encode_error=codec._encode_error,
+            bytes_tail=bytes_tail,
+            dumps=pickle.dumps if is_pickle else None,
+            plain_tail=codec._tail,
+            limit=cast(PickleCodec, codec)._fast_limit if is_pickle else 0,
+            watch=_WATCH,
+        )
+        if cls.publish is Topic.publish:
+            # bound to the core, not to self: skips a Python frame per call
+            self.__dict__["publish"] = self._core._publish_obj
 
     # ------------------------------------------------------------ properties
     @property
@@ -211,6 +255,12 @@ class Topic:
         Raises ``MessageTooLarge``, ``EncodeError``, ``Closed``, and ``Busy``
         when every publisher slot is held by a live process.
         """
+        # Instances use TopicCore._publish_obj directly (_setup_fast_path);
+        # this is the path of subclasses that call super().publish.
+        self._core._publish_obj(obj, timeout)
+
+    def _publish_slow(self, obj: Any, timeout: float | None) -> None:
+        # Everything _publish_obj does not publish itself: the codec's path.
         self._check_open()
         record = self._codec.encode(obj)
         if type(record) is bytes:
@@ -250,7 +300,22 @@ class Topic:
         self._check_open()
         if history < 0:
             raise ValueError(f"history must be >= 0, not {history}")
-        sub = Subscription(self, self._core.subscribe(history))
+        core = self._core.subscribe(history)
+        codec = self._codec
+        decode = functools.partial(_decode_value, codec.decode if self._pickle_ok else self._decode)
+        if type(codec) is PickleCodec:
+            core._fast_setup(
+                decode=decode,
+                errors=_PARSE_ERRORS,
+                loads=pickle.loads if self._pickle_ok else None,
+                plain_tail=codec._tail,
+                raw_tail=codec._raw_tails[RAW_BYTES],
+            )
+        elif type(codec) is BytesCodec:
+            core._fast_setup(decode=decode, view_tail=codec._tail)
+        else:
+            core._fast_setup(decode=decode)
+        sub = Subscription(self, core)
         self._subs.add(sub)
         return sub
 
@@ -294,6 +359,26 @@ class Topic:
         return self._codec.decode(data)
 
 
+class _Failed:
+    """A decoding error kept for the next ``recv`` (a cancelled ``arecv``)."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _decode_value(decode: Callable[[Any], Any], data: bytes | _native.TopicMessage) -> Any:
+    """``decode(data)``; a ``TopicMessage`` is released afterwards (deferred
+    while views of it, such as numpy arrays decoded out of band, live)."""
+    if type(data) is bytes:
+        return decode(data)
+    try:
+        return decode(data)
+    finally:
+        data.release()  # type: ignore[union-attr]
+
+
 def _refuse_pickle(name: str, data: bytes) -> None:
     # Raw bytes / bytearray / memoryview records run no code: allowed.
     n = len(data)
@@ -321,13 +406,13 @@ class Subscription:
     def __init__(self, topic: Topic, core: _native.TopicSubscriberCore) -> None:
         self._topic = topic
         self._core = core
-        self._pending: collections.deque[bytes | _native.TopicMessage] = collections.deque()
+        self._pending: collections.deque[Any] = collections.deque()
         self._pending_lock = threading.Lock()
-        # the hot path: bound methods looked up once
-        self._core_recv = core.recv
-        self._decode: Callable[[bytes], Any] = (
-            topic._codec.decode if topic._pickle_ok else topic._decode
-        )
+        self._fast = type(self).recv is Subscription.recv
+        if self._fast:
+            # recv is TopicSubscriberCore._recv_obj itself while nothing is
+            # pending (no Python frame per message)
+            self.__dict__["recv"] = core._recv_obj
 
     @property
     def topic(self) -> Topic:
@@ -357,25 +442,18 @@ class Subscription:
         if self._pending:
             with self._pending_lock:
                 if self._pending:
-                    return self._value(self._pending.popleft())
-        data = self._core_recv(timeout)
-        if type(data) is bytes:
-            return self._decode(data)
-        return self._value(data)
+                    item = self._pending.popleft()
+                    if isinstance(item, _Failed):
+                        raise item.exc
+                    return item
+                if self._fast:
+                    self.__dict__["recv"] = self._core._recv_obj  # drained
+        return self._core._recv_obj(timeout)
 
-    def _value(self, data: bytes | _native.TopicMessage) -> Any:
-        if type(data) is bytes:
-            return self._decode(data)
+    def _recv_any(self, timeout: float) -> tuple[Any] | None:
+        # arecv's executor call: (object,) or None when none came in time
         try:
-            # Views of out-of-band buffers (numpy arrays) keep the record held
-            # until the last of them goes.
-            return self._decode(data)  # type: ignore[arg-type]
-        finally:
-            data.release()  # type: ignore[union-attr]
-
-    def _recv_raw(self, timeout: float) -> bytes | _native.TopicMessage | None:
-        try:
-            return self._core.recv(timeout)
+            return (self._core._recv_obj(timeout),)
         except Timeout:
             return None
 
@@ -383,8 +461,6 @@ class Subscription:
         """``recv`` for asyncio: waits in the loop's default executor, in
         slices of 0.1 s; a cancelled ``arecv`` loses nothing (a message its
         thread took is returned by the next receive)."""
-        if self._pending:
-            return self.recv(0)
         try:
             return self.recv(0)
         except Timeout:
@@ -397,23 +473,34 @@ class Subscription:
             step = _ASYNC_SLICE
             if deadline is not None:
                 step = max(0.0, min(step, deadline - loop.time()))
-            fut = loop.run_in_executor(None, self._recv_raw, step)
+            fut = loop.run_in_executor(None, self._recv_any, step)
             try:
-                data = await asyncio.shield(fut)
+                got = await asyncio.shield(fut)
             except asyncio.CancelledError:
                 fut.add_done_callback(self._keep)
                 raise
-            if data is not None:
-                return self._value(data)
+            if got is not None:
+                return got[0]
             if deadline is not None and loop.time() >= deadline:
                 raise Timeout("no message within the timeout")
 
-    def _keep(self, fut: asyncio.Future[bytes | _native.TopicMessage | None]) -> None:
-        if not fut.cancelled() and fut.exception() is None:
-            data = fut.result()
-            if data is not None:
-                with self._pending_lock:
-                    self._pending.append(data)
+    def _keep(self, fut: asyncio.Future[tuple[Any] | None]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        item: Any
+        if exc is not None:
+            item = _Failed(exc)
+        else:
+            got = fut.result()
+            if got is None:
+                return
+            item = got[0]
+        with self._pending_lock:
+            # what the thread took, or the error its decoding raised: the
+            # next recv returns (raises) it first, through the Python method
+            self._pending.append(item)
+            self.__dict__.pop("recv", None)
 
     def __iter__(self) -> Iterator[Any]:
         return self

@@ -449,8 +449,101 @@ static void test_wait_wake(void)
     CHECK_EQ(receive(&r, &p, 5000 * MS), IL_OK);
     CHECK_EQ(p.counter, 42);
     CHECK_EQ(pthread_join(th, NULL), 0);
-    CHECK_EQ(atomic_load(&x.t.c->data_sleepers), 0);
+    CHECK_EQ(atomic_load(&x.t.c->data_armed), 0); /* the commit that woke us disarmed */
     CHECK_EQ(atomic_load(&x.t.c->space_sleepers), 0);
+    tt_free(&x);
+}
+
+/* Wake coalescing loses no wake-up: subscriber threads sleep in ONE long
+ * il_topic_sub_wait (no slice would hide a lost wake-up) while two publisher
+ * threads publish with irregular pauses; every sleep that is not the last
+ * must end well before its 10 s slice, and every message arrives. */
+enum { WK_SUBS = 4, WK_PUBS = 2, WK_N = 3000 };
+
+typedef struct wk_ctx {
+    tt *x;
+    _Atomic uint32_t ready;
+    _Atomic uint32_t long_sleeps;
+    uint32_t id;
+} wk_ctx;
+
+typedef struct wk_arg {
+    wk_ctx *c;
+    uint32_t id;
+} wk_arg;
+
+static void *wk_subscriber(void *p)
+{
+    wk_arg *a = p;
+    il_topic_reader *r = calloc(1, sizeof *r);
+    CHECK(r != NULL);
+    CHECK_EQ(il_topic_sub_join(&a->c->x->t, r, me(), 0), IL_OK);
+    atomic_fetch_add(&a->c->ready, 1);
+    uint32_t got = 0;
+    uint8_t buf[256];
+    while (got < WK_PUBS * WK_N) {
+        il_topic_rec m;
+        int rc = il_topic_sub_peek(r, &m);
+        if (rc == IL_OK) {
+            CHECK(m.len <= sizeof buf);
+            memcpy(buf, m.ptr, m.len);
+            CHECK_EQ(il_topic_sub_consume(r, &m), IL_OK);
+            check_msg(buf, m.len);
+            got++;
+            continue;
+        }
+        CHECK_EQ(rc, IL_EMPTY);
+        int64_t t0 = il_now_ns();
+        il_topic_sub_wait(r, 10000 * MS);
+        if (il_now_ns() - t0 > 3000 * MS)
+            atomic_fetch_add(&a->c->long_sleeps, 1);
+    }
+    il_topic_sub_leave(r);
+    free(r);
+    return NULL;
+}
+
+static void *wk_publisher(void *p)
+{
+    wk_arg *a = p;
+    il_topic_writer w;
+    CHECK_EQ(il_topic_pub_claim(&a->c->x->t, &w, me()), IL_OK);
+    uint32_t seed = 0x9E3779B9u * (a->id + 1);
+    for (uint32_t i = 0; i < WK_N; i++) {
+        CHECK_EQ(publish(&w, a->id, i, 16 + (i % 64), 20000 * MS), IL_OK);
+        seed = seed * 1664525u + 1013904223u;
+        if ((seed >> 24) < 16) { /* 1 in 16: a pause long enough to let subscribers sleep */
+            struct timespec ts = {0, (long)((seed >> 8) % 200000)};
+            nanosleep(&ts, NULL);
+        } else if ((seed >> 24) < 64) {
+            sched_yield();
+        }
+    }
+    il_topic_pub_release(&w);
+    return NULL;
+}
+
+static void test_wake_no_loss(void)
+{
+    tt x = tt_new(WK_PUBS, WK_SUBS, 1 << 16, IL_TOPIC_BLOCK);
+    wk_ctx c = {&x, 0, 0, 0};
+    pthread_t subs[WK_SUBS], pubs[WK_PUBS];
+    wk_arg sa[WK_SUBS], pa[WK_PUBS];
+    for (uint32_t s = 0; s < WK_SUBS; s++) {
+        sa[s] = (wk_arg){&c, s};
+        CHECK_EQ(pthread_create(&subs[s], NULL, wk_subscriber, &sa[s]), 0);
+    }
+    while (atomic_load(&c.ready) < WK_SUBS)
+        t_sleep_ms(1);
+    for (uint32_t p = 0; p < WK_PUBS; p++) {
+        pa[p] = (wk_arg){&c, p};
+        CHECK_EQ(pthread_create(&pubs[p], NULL, wk_publisher, &pa[p]), 0);
+    }
+    for (uint32_t p = 0; p < WK_PUBS; p++)
+        CHECK_EQ(pthread_join(pubs[p], NULL), 0);
+    for (uint32_t s = 0; s < WK_SUBS; s++)
+        CHECK_EQ(pthread_join(subs[s], NULL), 0);
+    CHECK_EQ(atomic_load(&c.long_sleeps), 0);
     tt_free(&x);
 }
 
@@ -739,6 +832,7 @@ int main(int argc, char **argv)
         {"two_publishers", test_two_publishers, 0},
         {"corrupt", test_corrupt, 0},
         {"wait_wake", test_wait_wake, 0},
+        {"wake_no_loss", test_wake_no_loss, 120},
         {"procs_block", test_procs_block, 120},
         {"procs_drop", test_procs_drop, 120},
         {"publisher_killed_mid_record", test_publisher_killed_mid_record, 0},

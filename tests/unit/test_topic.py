@@ -11,6 +11,7 @@ import os
 import pickle
 import struct
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
@@ -288,3 +289,90 @@ def test_block_policy_big_messages_are_received_in_place() -> None:
         t.publish(a * 3)  # overwrites the ring: the copy stays intact
         t.publish(a * 3)
         assert np.array_equal(a, c)
+
+
+def test_object_fast_path_keeps_the_codec_semantics() -> None:
+    """publish/recv are one native call for exact bytes and small pickles; the
+    objects that come out are exactly what the codec path gives."""
+    with il.Topic(capacity=1 << 20) as t:  # pickle codec
+        s = t.subscribe()
+        # the native methods themselves (no Python frame per message)
+        assert t.publish.__name__ == "_publish_obj" and s.recv.__name__ == "_recv_obj"
+        sent = [
+            b"raw bytes",
+            bytearray(b"a bytearray"),
+            memoryview(b"a view"),
+            (1, "abc", 2.5),
+            {"k": [1, 2, 3]},
+            b"x" * 70_000,  # bigger than the inline limit: the codec's path
+            np.arange(2048, dtype=np.int64),  # 16 KiB: out of band, then watched
+            ("small", "again"),
+        ]
+        for obj in sent:
+            t.publish(obj, timeout=5)
+        for obj in sent:
+            got: Any = s.recv(timeout=5)
+            assert type(got) is type(obj)
+            if isinstance(obj, np.ndarray):
+                assert np.array_equal(got, obj)
+            else:
+                assert got == obj
+    with il.Topic(codec="bytes") as t:
+        s = t.subscribe()
+        t.publish(b"plain")
+        t.publish(bytearray(b"array"))
+        for want in (b"plain", b"array"):
+            view: Any = s.recv(timeout=5)
+            assert isinstance(view, memoryview) and view.readonly and view == want
+        with pytest.raises(il.EncodeError):
+            t.publish("not bytes")
+    with il.Topic(codec="msgpack") as t:  # no fast path: the codec's
+        s = t.subscribe()
+        t.publish(b"bin")
+        t.publish([1, "two"])
+        assert s.recv(timeout=5) == b"bin" and s.recv(timeout=5) == [1, "two"]
+
+
+def test_object_fast_path_errors() -> None:
+    with il.Topic() as t:
+        s = t.subscribe()
+        with pytest.raises(il.EncodeError) as info:
+            t.publish(lambda: 1)  # pickle cannot: nothing is published
+        assert info.value.__cause__ is not None
+        t.publish("next")
+        assert s.recv(timeout=5) == "next"
+        # a damaged pickle with this user's trailer: Corrupt, the next one is fine
+        t._core.publish(b"\x80\x05garbage" + t.codec._tail)
+        with pytest.raises(il.Corrupt):
+            s.recv(timeout=5)
+        t.publish(7)
+        assert s.recv(timeout=5) == 7
+    publish, recv = t.publish, s.recv
+    with pytest.raises(il.Closed):
+        publish(1)
+    with pytest.raises(il.Closed):
+        recv(timeout=0)
+    # the bound fast methods outlive the Topic object: Closed, not a crash
+    t2 = il.Topic()
+    publish = t2.publish
+    del t2
+    import gc
+
+    gc.collect()
+    with pytest.raises(il.Closed):
+        publish(1)
+
+
+def test_subclass_overrides_are_honoured() -> None:
+    class Counting(il.Topic):
+        published = 0
+
+        def publish(self, obj: object, timeout: float | None = None) -> None:
+            Counting.published += 1
+            super().publish(("wrapped", obj), timeout)
+
+    with Counting() as t:
+        s = t.subscribe()
+        t.publish(1)
+        assert Counting.published == 1
+        assert s.recv(timeout=5) == ("wrapped", 1)

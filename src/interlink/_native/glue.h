@@ -122,6 +122,15 @@ static inline int fast_args(const char *fname, PyObject *const *args, Py_ssize_t
     return 0;
 }
 
+/* Exceptions (module_queue.c) */
+
+/* The current exception, normalized, with its traceback attached (owned). */
+PyObject *il_fetch_exc(void);
+
+/* Raise `exc` (owned; NULL: an exception is already set) as `raise exc from
+ * cause` does (cause owned). */
+void il_raise_from(PyObject *exc, PyObject *cause);
+
 /* ======================================================================= */
 /* Registration of the types defined in other glue files                   */
 /* ======================================================================= */

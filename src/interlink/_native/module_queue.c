@@ -1214,8 +1214,7 @@ static PyObject *q_get_many(QObject *self, PyObject *const *args, Py_ssize_t nar
 /* QueueCore: the codec fast path (objects in, objects out)                */
 /* ======================================================================= */
 
-/* The current exception, normalized, with its traceback attached (owned). */
-static PyObject *fetch_exc(void)
+PyObject *il_fetch_exc(void)
 {
 #if PY_VERSION_HEX >= 0x030C0000
     return PyErr_GetRaisedException(); /* PyErr_Fetch is deprecated there */
@@ -1231,9 +1230,7 @@ static PyObject *fetch_exc(void)
 #endif
 }
 
-/* Raise `exc` (owned; NULL: an exception is already set) as `raise exc from
- * cause` does (cause owned). */
-static void raise_from(PyObject *exc, PyObject *cause)
+void il_raise_from(PyObject *exc, PyObject *cause)
 {
     if (exc == NULL) {
         Py_XDECREF(cause);
@@ -1242,7 +1239,7 @@ static void raise_from(PyObject *exc, PyObject *cause)
     if (!PyExceptionInstance_Check(exc)) {
         Py_DECREF(exc);
         Py_XDECREF(cause);
-        PyErr_SetString(PyExc_TypeError, "the queue's error factory returned a non-exception");
+        PyErr_SetString(PyExc_TypeError, "an error factory returned a non-exception");
         return;
     }
     if (cause != NULL) {
@@ -1403,8 +1400,8 @@ static void encode_failed(QObject *self, PyObject *obj)
 {
     if (PyErr_ExceptionMatches(PyExc_MemoryError) || !PyErr_ExceptionMatches(PyExc_Exception))
         return;
-    PyObject *cause = fetch_exc();
-    raise_from(PyObject_CallFunctionObjArgs(self->f_enc_error, obj, cause, NULL), cause);
+    PyObject *cause = il_fetch_exc();
+    il_raise_from(PyObject_CallFunctionObjArgs(self->f_enc_error, obj, cause, NULL), cause);
 }
 
 /* Pickle `obj` as PickleCodec.encode would without a buffer callback: 1 and
@@ -1512,9 +1509,9 @@ static PyObject *q_put_obj(QObject *self, PyObject *const *args, Py_ssize_t narg
 /* The current exception (a payload parser's) becomes Corrupt, raised from it. */
 static void corrupt_from_current(QObject *self)
 {
-    PyObject *cause = fetch_exc();
+    PyObject *cause = il_fetch_exc();
     PyObject *msg = PyUnicode_FromFormat("pickle payload could not be decoded: %S", cause);
-    raise_from(msg ? PyObject_CallOneArg(self->st->Corrupt, msg) : NULL, cause);
+    il_raise_from(msg ? PyObject_CallOneArg(self->st->Corrupt, msg) : NULL, cause);
     Py_XDECREF(msg);
 }
 

@@ -55,6 +55,21 @@ typedef struct {
     module_state *st;
     PyObject *weakreflist;
     PyObject *dict;
+    /* The object path (_fast_setup; docs/design/topic.md "Object fast
+     * path"): _publish_obj frames exact bytes and small pickles itself. */
+    PyObject *f_owner;      /* weakref.ref(Topic) */
+    PyObject *f_slow;       /* Topic._publish_slow(topic, obj, timeout) */
+    PyObject *f_closed;     /* raised when the Topic is gone */
+    PyObject *f_codec;      /* the codec (its _watch attribute) */
+    PyObject *f_dumps;      /* pickle.dumps, or NULL */
+    PyObject *f_enc_error;  /* codec._encode_error(obj, exc) */
+    PyObject *f_watch_name; /* "_watch" */
+    PyObject *f_watch;      /* value stored into codec._watch for a big pickle */
+    PyObject *f_proto;      /* 5 */
+    Py_ssize_t f_limit;     /* pickles shorter than this are records as they are */
+    int f_has_bytes;        /* exact bytes are sent as obj + f_bytes_tail */
+    uint8_t f_bytes_tail[8];
+    uint8_t f_plain_tail[8];
 } TObject;
 
 typedef struct {
@@ -66,7 +81,20 @@ typedef struct {
     int64_t spin_ns;
     PyThread_type_lock lock; /* one receiving thread at a time */
     PyObject *weakreflist;
+    /* _recv_obj (see _fast_setup): records whose trailer is one of f_tail
+     * are decoded here (f_kind: FK_*); every other goes to f_decode. */
+    PyObject *f_decode;
+    PyObject *f_loads;
+    PyObject *f_errors;
+    int f_n;
+    int f_kind[3];
+    uint8_t f_tail[3][8];
 } SObject;
+
+enum { FK_NONE = 0, FK_LOADS = 1, FK_BYTES = 2, FK_VIEW = 3 };
+/* Records up to this size are decoded by _recv_obj (the codec's INLINE_MAX:
+ * bigger ones are Encoded, or held in place). */
+#define T_FAST_MAX 65536u
 
 /* A message received in place (block policy, >= T_VIEW_MIN bytes): a
  * read-only buffer over the ring; the record is held (publishers do not
@@ -257,12 +285,34 @@ static int t_traverse(TObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->dict);
+    Py_VISIT(self->f_owner);
+    Py_VISIT(self->f_slow);
+    Py_VISIT(self->f_closed);
+    Py_VISIT(self->f_codec);
+    Py_VISIT(self->f_dumps);
+    Py_VISIT(self->f_enc_error);
+    Py_VISIT(self->f_watch);
     return 0;
+}
+
+static void t_fast_clear(TObject *self)
+{
+    Py_CLEAR(self->f_owner);
+    Py_CLEAR(self->f_slow);
+    Py_CLEAR(self->f_closed);
+    Py_CLEAR(self->f_codec);
+    Py_CLEAR(self->f_dumps);
+    Py_CLEAR(self->f_enc_error);
+    Py_CLEAR(self->f_watch_name);
+    Py_CLEAR(self->f_watch);
+    Py_CLEAR(self->f_proto);
+    self->f_has_bytes = 0;
 }
 
 static int t_clear(TObject *self)
 {
     Py_CLEAR(self->dict);
+    t_fast_clear(self);
     return 0;
 }
 
@@ -283,6 +333,7 @@ static void t_dealloc(TObject *self)
     if (self->wlock)
         PyThread_free_lock(self->wlock);
     Py_CLEAR(self->dict);
+    t_fast_clear(self);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -512,6 +563,204 @@ static PyObject *t_publish_into(TObject *self, PyObject *const *args, Py_ssize_t
 }
 
 /* ======================================================================= */
+/* TopicCore: the object fast path (Topic.publish)                         */
+/* ======================================================================= */
+
+PyDoc_STRVAR(t_fast_setup_doc,
+             "_fast_setup($self, *, owner, slow, closed, codec, encode_error, bytes_tail=None, "
+             "dumps=None, plain_tail=None, limit=0, watch=0)\n--\n\n"
+             "Configure _publish_obj, the Topic's publish.  Exact bytes objects are "
+             "published as obj + `bytes_tail` (8 bytes; None: never).  With `dumps` "
+             "(pickle.dumps) other objects except bytearray/memoryview are pickled while "
+             "`codec._watch` is 0: a pickle shorter than `limit` is published as pickle + "
+             "`plain_tail`; a longer one sets `codec._watch = watch`.  Everything else, and "
+             "a closed handle, goes to slow(owner(), obj, timeout) (`closed` is raised when "
+             "owner() is None).  `encode_error(obj, exc)` builds the error of a failed dumps.");
+
+static int tail8(PyObject *o, uint8_t out[8], const char *what)
+{
+    if (!PyBytes_Check(o) || PyBytes_GET_SIZE(o) != 8) {
+        PyErr_Format(PyExc_ValueError, "%s must be 8 bytes", what);
+        return -1;
+    }
+    memcpy(out, PyBytes_AS_STRING(o), 8);
+    return 0;
+}
+
+static PyObject *t_fast_setup(TObject *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    static const char *const names[] = {"owner",      "slow",  "closed",     "codec",
+                                        "encode_error", "bytes_tail", "dumps", "plain_tail",
+                                        "limit",      "watch", NULL};
+    PyObject *a[10];
+    if (nargs != 0) {
+        PyErr_SetString(PyExc_TypeError, "_fast_setup() takes keyword arguments only");
+        return NULL;
+    }
+    if (fast_args("_fast_setup", args, nargs, kwnames, names, 5, a) < 0)
+        return NULL;
+    if (!PyCallable_Check(a[0]) || !PyCallable_Check(a[1]) || !PyCallable_Check(a[4])) {
+        PyErr_SetString(PyExc_TypeError, "owner, slow and encode_error must be callable");
+        return NULL;
+    }
+    uint8_t btail[8], ptail[8];
+    int has_bytes = a[5] != NULL && a[5] != Py_None;
+    if (has_bytes && tail8(a[5], btail, "bytes_tail") < 0)
+        return NULL;
+    PyObject *dumps = a[6] == Py_None ? NULL : a[6];
+    if (dumps != NULL && (a[7] == NULL || tail8(a[7], ptail, "plain_tail") < 0)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "dumps needs plain_tail");
+        return NULL;
+    }
+    Py_ssize_t lim = 0;
+    if (a[8] != NULL && (lim = PyLong_AsSsize_t(a[8])) == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *name = PyUnicode_InternFromString("_watch");
+    PyObject *proto = PyLong_FromLong(5);
+    PyObject *watch = a[9] != NULL ? Py_NewRef(a[9]) : PyLong_FromLong(0);
+    if (name == NULL || proto == NULL || watch == NULL) {
+        Py_XDECREF(name);
+        Py_XDECREF(proto);
+        Py_XDECREF(watch);
+        return NULL;
+    }
+    t_fast_clear(self);
+    self->f_owner = Py_NewRef(a[0]);
+    self->f_slow = Py_NewRef(a[1]);
+    self->f_closed = Py_NewRef(a[2]);
+    self->f_codec = Py_NewRef(a[3]);
+    self->f_enc_error = Py_NewRef(a[4]);
+    self->f_dumps = Py_XNewRef(dumps);
+    self->f_watch_name = name;
+    self->f_watch = watch;
+    self->f_proto = proto;
+    self->f_limit = lim;
+    self->f_has_bytes = has_bytes;
+    if (has_bytes)
+        memcpy(self->f_bytes_tail, btail, 8);
+    if (dumps != NULL)
+        memcpy(self->f_plain_tail, ptail, 8);
+    Py_RETURN_NONE;
+}
+
+/* slow(owner(), obj, timeout): the Topic's Python publish. */
+static PyObject *t_publish_slow(TObject *self, PyObject *obj, PyObject *timeout)
+{
+    if (self->f_owner == NULL) {
+        PyErr_SetString(self->st->Closed, "this topic handle is not set up for objects");
+        return NULL;
+    }
+    PyObject *topic = PyObject_CallNoArgs(self->f_owner);
+    if (topic == NULL)
+        return NULL;
+    if (topic == Py_None) {
+        Py_DECREF(topic);
+        PyErr_SetString(self->f_closed, "the topic handle is closed (its Topic is gone)");
+        return NULL;
+    }
+    PyObject *v[3] = {topic, obj, timeout ? timeout : Py_None};
+    PyObject *r = PyObject_Vectorcall(self->f_slow, v, 3, NULL);
+    Py_DECREF(topic);
+    return r;
+}
+
+/* Publish data (n bytes) + an 8-byte trailer as one record. */
+static PyObject *publish_framed(TObject *self, const void *data, Py_ssize_t n,
+                                const uint8_t tail[8], int64_t timeout_ns)
+{
+    if (t_check(self) < 0 || hold(self->wlock) < 0)
+        return NULL;
+    PyObject *result = NULL;
+    uint8_t *ptr;
+    uint64_t len = (uint64_t)n + 8;
+    if (ensure_writer(self) == 0 && reserve(self, len, timeout_ns, &ptr) == 0) {
+        memcpy(ptr, data, (size_t)n);
+        memcpy(ptr + n, tail, 8);
+        il_topic_pub_commit(&self->w, len);
+        result = Py_NewRef(Py_None);
+    }
+    PyThread_release_lock(self->wlock);
+    t_maybe_release(self);
+    return result;
+}
+
+PyDoc_STRVAR(t_publish_obj_doc,
+             "_publish_obj($self, obj, timeout=None)\n--\n\n"
+             "Topic.publish: publish `obj` to every subscriber (under the block policy wait "
+             "up to `timeout` seconds for room).  Exact bytes and small pickles are framed "
+             "and written in this one call; anything else goes through the Topic's codec "
+             "path (see _fast_setup).  Raises as Topic.publish.");
+
+static PyObject *t_publish_obj(TObject *self, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames)
+{
+    static const char *const names[] = {"obj", "timeout", NULL};
+    PyObject *a[2];
+    if (fast_args("publish", args, nargs, kwnames, names, 1, a) < 0)
+        return NULL;
+    PyObject *obj = a[0];
+    if (self->closed || self->f_owner == NULL)
+        return t_publish_slow(self, obj, a[1]);
+    if (Py_IS_TYPE(obj, &PyBytes_Type)) {
+        Py_ssize_t n = PyBytes_GET_SIZE(obj);
+        if (!self->f_has_bytes || (uint64_t)n + 8 > T_FAST_MAX)
+            return t_publish_slow(self, obj, a[1]);
+        int64_t timeout_ns;
+        if (parse_pub_timeout(a[1], &timeout_ns) < 0)
+            return NULL;
+        /* obj is immutable and referenced by the caller's arguments: valid
+         * while the GIL is released in reserve() */
+        return publish_framed(self, PyBytes_AS_STRING(obj), n, self->f_bytes_tail, timeout_ns);
+    }
+    if (self->f_dumps == NULL || Py_IS_TYPE(obj, &PyByteArray_Type) ||
+        Py_IS_TYPE(obj, &PyMemoryView_Type))
+        return t_publish_slow(self, obj, a[1]);
+    PyObject *w = PyObject_GetAttr(self->f_codec, self->f_watch_name);
+    if (w == NULL)
+        return NULL;
+    int watching = PyObject_IsTrue(w);
+    Py_DECREF(w);
+    if (watching < 0)
+        return NULL;
+    if (watching)
+        return t_publish_slow(self, obj, a[1]);
+    int64_t timeout_ns;
+    if (parse_pub_timeout(a[1], &timeout_ns) < 0)
+        return NULL;
+    PyObject *pargs[2] = {obj, self->f_proto};
+    PyObject *d = PyObject_Vectorcall(self->f_dumps, pargs, 2, NULL);
+    if (d == NULL) {
+        /* MemoryError and non-Exception exceptions propagate as they are */
+        if (!PyErr_ExceptionMatches(PyExc_MemoryError) && PyErr_ExceptionMatches(PyExc_Exception)) {
+            PyObject *cause = il_fetch_exc();
+            il_raise_from(PyObject_CallFunctionObjArgs(self->f_enc_error, obj, cause, NULL),
+                          cause);
+        }
+        return NULL;
+    }
+    if (!PyBytes_Check(d)) {
+        Py_DECREF(d);
+        PyErr_SetString(PyExc_TypeError, "the fast path's dumps did not return bytes");
+        return NULL;
+    }
+    if (PyBytes_GET_SIZE(d) >= self->f_limit) {
+        /* may hold an out-of-band buffer: the codec pickles it again, watching */
+        Py_DECREF(d);
+        if (PyObject_SetAttr(self->f_codec, self->f_watch_name, self->f_watch) < 0)
+            return NULL;
+        return t_publish_slow(self, obj, a[1]);
+    }
+    /* pickling ran Python code: the handle may have been closed meanwhile
+     * (publish_framed's t_check raises Closed then) */
+    PyObject *r = publish_framed(self, PyBytes_AS_STRING(d), PyBytes_GET_SIZE(d),
+                                 self->f_plain_tail, timeout_ns);
+    Py_DECREF(d);
+    return r;
+}
+
+/* ======================================================================= */
 /* TopicCore: other methods                                                */
 /* ======================================================================= */
 
@@ -547,6 +796,8 @@ static PyObject *t_subscribe(TObject *self, PyObject *const *args, Py_ssize_t na
     s->joined = 0;
     s->spin_ns = 20000;
     s->weakreflist = NULL;
+    s->f_decode = s->f_loads = s->f_errors = NULL;
+    s->f_n = 0;
     s->fork_gen = il_fork_generation();
     s->lock = PyThread_allocate_lock();
     PyObject_GC_Track(s);
@@ -630,6 +881,8 @@ static PyMethodDef t_methods[] = {
     {"publish", (PyCFunction)(void (*)(void))t_publish, FASTKW, t_publish_doc},
     {"publish_many", (PyCFunction)(void (*)(void))t_publish_many, FASTKW, t_publish_many_doc},
     {"_publish_into", (PyCFunction)(void (*)(void))t_publish_into, FASTKW, t_publish_into_doc},
+    {"_fast_setup", (PyCFunction)(void (*)(void))t_fast_setup, FASTKW, t_fast_setup_doc},
+    {"_publish_obj", (PyCFunction)(void (*)(void))t_publish_obj, FASTKW, t_publish_obj_doc},
     {"subscribe", (PyCFunction)(void (*)(void))t_subscribe, FASTKW, t_subscribe_doc},
     {"counts", (PyCFunction)t_counts, METH_NOARGS,
      "(live publishers, live subscribers): a snapshot."},
@@ -813,10 +1066,22 @@ static PyType_Spec m_spec = {
     m_slots,
 };
 
+/* The fast kind of a record whose last 8 bytes are at tail (FK_NONE: the
+ * codec decodes it). */
+static int s_fast_kind(const SObject *s, const uint8_t *tail)
+{
+    for (int i = 0; i < s->f_n; i++)
+        if (memcmp(tail, s->f_tail[i], 8) == 0)
+            return s->f_kind[i];
+    return FK_NONE;
+}
+
 /* One attempt: the next message (a copy, or a TopicMessage held in place),
  * NULL without an exception when there is none, NULL with an exception on
- * damage. */
-static PyObject *s_try(SObject *s)
+ * damage.  With `kind` (the object path): a small record of a fast kind is
+ * copied without its trailer when the kind wants the payload alone, and
+ * *kind says which; otherwise *kind is FK_NONE. */
+static PyObject *s_try(SObject *s, int *kind)
 {
     for (;;) {
         il_topic_rec m;
@@ -833,17 +1098,26 @@ static PyObject *s_try(SObject *s)
                 il_topic_sub_release(&s->r, m.ring, m.pos);
             return v;
         }
-        PyObject *b = PyBytes_FromStringAndSize((const char *)m.ptr, (Py_ssize_t)m.len);
+        /* Under DROP the trailer read here may be torn: consume() validates
+         * it together with the copy (both lie between peek and consume). */
+        int k = FK_NONE;
+        if (kind != NULL && s->f_n > 0 && m.len >= 8 && m.len <= T_FAST_MAX)
+            k = s_fast_kind(s, m.ptr + m.len - 8);
+        Py_ssize_t n = (Py_ssize_t)m.len - (k == FK_BYTES || k == FK_VIEW ? 8 : 0);
+        PyObject *b = PyBytes_FromStringAndSize((const char *)m.ptr, n);
         if (b == NULL)
             return NULL;
-        if (il_topic_sub_consume(&s->r, &m) == IL_OK)
+        if (il_topic_sub_consume(&s->r, &m) == IL_OK) {
+            if (kind != NULL)
+                *kind = k;
             return b;
+        }
         Py_DECREF(b); /* overwritten while copied (drop policy): skip ahead */
     }
 }
 
 /* Wait for and take the next message (the first attempt failed). */
-static PyObject *s_wait(SObject *s, int64_t timeout_ns)
+static PyObject *s_wait(SObject *s, int64_t timeout_ns, int *kind)
 {
     TObject *t = s->topic;
     PyObject *out = NULL;
@@ -873,7 +1147,7 @@ static PyObject *s_wait(SObject *s, int64_t timeout_ns)
             PyErr_SetString(t->st->Closed, "this subscription was closed while in use");
             return NULL;
         }
-        out = s_try(s);
+        out = s_try(s, kind);
         if (out != NULL || PyErr_Occurred())
             return out;
         int64_t slice = slice_left(deadline, T_SLICE_NS);
@@ -895,6 +1169,8 @@ PyDoc_STRVAR(s_recv_doc, "recv($self, timeout=None, /)\n--\n\n"
                          "The next message as bytes; waits up to timeout seconds (None: "
                          "forever), then raises Timeout.");
 
+static PyObject *s_take(SObject *s, int64_t timeout_ns, int *kind);
+
 static PyObject *s_recv(SObject *s, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     int64_t timeout_ns = -1;
@@ -905,17 +1181,129 @@ static PyObject *s_recv(SObject *s, PyObject *const *args, Py_ssize_t nargs, PyO
             parse_timeout(a[0], &timeout_ns) < 0)
             return NULL;
     }
+    return s_take(s, timeout_ns, NULL);
+}
+
+/* recv's body: the next message within timeout_ns (see s_try for kind). */
+static PyObject *s_take(SObject *s, int64_t timeout_ns, int *kind)
+{
     if (s_check(s) < 0 || hold(s->lock) < 0)
         return NULL;
     TObject *t = s->topic;
-    PyObject *out = s_try(s);
+    PyObject *out = s_try(s, kind);
     if (out == NULL && !PyErr_Occurred() && timeout_ns != 0)
-        out = s_wait(s, timeout_ns);
+        out = s_wait(s, timeout_ns, kind);
     PyThread_release_lock(s->lock);
     if (out == NULL && !PyErr_Occurred())
         PyErr_SetString(t->st->Timeout, "no message available");
     t_maybe_release(t);
     return out;
+}
+
+PyDoc_STRVAR(s_fast_setup_doc,
+             "_fast_setup($self, *, decode, errors=(), loads=None, plain_tail=None, "
+             "raw_tail=None, view_tail=None)\n--\n\n"
+             "Configure _recv_obj, the Subscription's recv.  A record of at most 64 KiB "
+             "whose last 8 bytes equal `plain_tail` is unpickled by `loads` (its `errors`, "
+             "a tuple, become Corrupt); one ending in `raw_tail` is returned as the bytes "
+             "before the trailer, one ending in `view_tail` as a memoryview of them.  "
+             "Every other record (bytes, or a TopicMessage) goes to decode(record).");
+
+static PyObject *s_fast_setup(SObject *s, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    static const char *const names[] = {"decode",     "errors",   "loads",     "plain_tail",
+                                        "raw_tail", "view_tail", NULL};
+    PyObject *a[6];
+    if (nargs != 0) {
+        PyErr_SetString(PyExc_TypeError, "_fast_setup() takes keyword arguments only");
+        return NULL;
+    }
+    if (fast_args("_fast_setup", args, nargs, kwnames, names, 1, a) < 0)
+        return NULL;
+    if (!PyCallable_Check(a[0])) {
+        PyErr_SetString(PyExc_TypeError, "decode must be callable");
+        return NULL;
+    }
+    PyObject *errors = a[1] != NULL ? a[1] : NULL;
+    if (errors != NULL && !PyTuple_Check(errors)) {
+        PyErr_SetString(PyExc_TypeError, "errors must be a tuple of exception types");
+        return NULL;
+    }
+    PyObject *loads = a[2] == Py_None ? NULL : a[2];
+    uint8_t tails[3][8];
+    int kinds[3], n = 0;
+    static const int kind_of[3] = {FK_LOADS, FK_BYTES, FK_VIEW};
+    for (int i = 0; i < 3; i++) {
+        PyObject *o = a[3 + i];
+        if (o == NULL || o == Py_None)
+            continue;
+        if (i == 0 && loads == NULL)
+            continue; /* no loads: plain pickles go to decode */
+        if (tail8(o, tails[n], names[3 + i]) < 0)
+            return NULL;
+        kinds[n++] = kind_of[i];
+    }
+    Py_XSETREF(s->f_decode, Py_NewRef(a[0]));
+    Py_XSETREF(s->f_loads, Py_XNewRef(loads));
+    Py_XSETREF(s->f_errors, errors != NULL ? Py_NewRef(errors) : PyTuple_New(0));
+    if (s->f_errors == NULL)
+        return NULL;
+    memcpy(s->f_tail, tails, sizeof tails);
+    memcpy(s->f_kind, kinds, sizeof kinds);
+    s->f_n = n;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(s_recv_obj_doc,
+             "_recv_obj($self, timeout=None)\n--\n\n"
+             "Subscription.recv: the next object, waiting up to `timeout` seconds (None: "
+             "forever).  Small records of this user's codec are decoded in this one call; "
+             "every other goes to the codec (see _fast_setup).  Raises Timeout, Closed, "
+             "Corrupt, AccessDenied as Subscription.recv.");
+
+static PyObject *s_recv_obj(SObject *s, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames)
+{
+    int64_t timeout_ns = -1;
+    if (nargs || kwnames) {
+        static const char *const names[] = {"timeout", NULL};
+        PyObject *a[1];
+        if (fast_args("recv", args, nargs, kwnames, names, 0, a) < 0 ||
+            parse_timeout(a[0], &timeout_ns) < 0)
+            return NULL;
+    }
+    if (s->f_decode == NULL) {
+        PyErr_SetString(s->topic->st->Closed, "this subscription is not set up for objects");
+        return NULL;
+    }
+    int kind = FK_NONE;
+    PyObject *data = s_take(s, timeout_ns, &kind);
+    if (data == NULL)
+        return NULL;
+    PyObject *r;
+    switch (kind) {
+    case FK_BYTES:
+        return data;
+    case FK_VIEW:
+        r = PyMemoryView_FromObject(data);
+        break;
+    case FK_LOADS:
+        /* pickle.loads stops at STOP: the trailer after it is ignored */
+        r = PyObject_CallOneArg(s->f_loads, data);
+        if (r == NULL && PyErr_ExceptionMatches(s->f_errors)) {
+            PyObject *cause = il_fetch_exc();
+            PyObject *msg = PyUnicode_FromFormat("pickle payload could not be decoded: %S", cause);
+            il_raise_from(msg ? PyObject_CallOneArg(s->topic->st->Corrupt, msg) : NULL, cause);
+            Py_XDECREF(msg);
+        }
+        break;
+    default:
+        r = PyObject_CallOneArg(s->f_decode, data);
+        break;
+    }
+    Py_DECREF(data);
+    return r;
 }
 
 static PyObject *s_close(SObject *s, PyObject *Py_UNUSED(ignored))
@@ -940,6 +1328,18 @@ static int s_traverse(SObject *s, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(s));
     Py_VISIT(s->topic);
+    Py_VISIT(s->f_decode);
+    Py_VISIT(s->f_loads);
+    Py_VISIT(s->f_errors);
+    return 0;
+}
+
+static int s_clear(SObject *s)
+{
+    Py_CLEAR(s->f_decode);
+    Py_CLEAR(s->f_loads);
+    Py_CLEAR(s->f_errors);
+    s->f_n = 0;
     return 0;
 }
 
@@ -953,6 +1353,7 @@ static void s_dealloc(SObject *s)
         s_leave(s);
     if (s->lock)
         PyThread_free_lock(s->lock);
+    s_clear(s);
     Py_CLEAR(s->topic);
     PyObject_GC_Del(s);
     Py_DECREF(tp);
@@ -973,6 +1374,8 @@ static PyMemberDef s_members[] = {
 
 static PyMethodDef s_methods[] = {
     {"recv", (PyCFunction)(void (*)(void))s_recv, FASTKW, s_recv_doc},
+    {"_recv_obj", (PyCFunction)(void (*)(void))s_recv_obj, FASTKW, s_recv_obj_doc},
+    {"_fast_setup", (PyCFunction)(void (*)(void))s_fast_setup, FASTKW, s_fast_setup_doc},
     {"close", (PyCFunction)s_close, METH_NOARGS, "Leave the topic (idempotent)."},
     {NULL, NULL, 0, NULL},
 };
@@ -981,6 +1384,7 @@ static PyType_Slot s_slots[] = {
     {Py_tp_doc, "The native half of interlink.Subscription."},
     {Py_tp_dealloc, s_dealloc},
     {Py_tp_traverse, s_traverse},
+    {Py_tp_clear, s_clear},
     {Py_tp_methods, s_methods},
     {Py_tp_getset, s_getset},
     {Py_tp_members, s_members},

@@ -312,9 +312,14 @@ void il_topic_pub_commit(il_topic_writer *w, uint64_t len)
     w->head += rec_size(len);
     atomic_store_explicit(&pb->next_seq, w->seq, memory_order_relaxed);
     atomic_store_explicit(&pb->head, w->head, memory_order_release);
-    /* Dekker with il_topic_sub_wait: head store, full fence, sleeper load. */
+    /* Dekker with il_topic_sub_wait: head store, full fence, armed load.
+     * One wake per arming, not one per message: a subscriber that was woken
+     * but has not run yet is not woken again (it drains everything once it
+     * runs), so a publisher ahead of sleeping subscribers makes no syscall
+     * per message.  The exchange elects one waker among publishers. */
     atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&t->c->data_sleepers, memory_order_relaxed) != 0) {
+    if (atomic_load_explicit(&t->c->data_armed, memory_order_relaxed) != 0 &&
+        atomic_exchange_explicit(&t->c->data_armed, 0, memory_order_seq_cst) != 0) {
         atomic_fetch_add_explicit(&t->c->data_seq, 1, memory_order_seq_cst);
         il_futex_wake(&t->c->data_seq, INT_MAX);
     }
@@ -647,13 +652,18 @@ int il_topic_sub_wait(il_topic_reader *r, int64_t slice_ns)
     uint32_t hwm = atomic_load_explicit(&c->pub_hwm, memory_order_acquire);
     for (uint32_t p = 0; p < hwm && p < r->t->npub; p++)
         publish_cursor(r, p, 1); /* exact cursors while we sleep */
-    atomic_fetch_add_explicit(&c->data_sleepers, 1, memory_order_seq_cst);
+    /* Arm, then snapshot the futex word, then re-check (Dekker with
+     * il_topic_pub_commit).  A publisher that disarmed before our arming
+     * store bumps data_seq after its exchange: either our snapshot sees the
+     * bump (its head store precedes it: the re-check finds the record) or
+     * the wait returns at once.  The flag is left set on the way out (a
+     * timed-out sleeper costs the next commit one spare wake). */
+    atomic_store_explicit(&c->data_armed, 1, memory_order_seq_cst);
     uint32_t snap = atomic_load_explicit(&c->data_seq, memory_order_seq_cst);
     atomic_thread_fence(memory_order_seq_cst);
     int rc = IL_OK;
     if (!il_topic_sub_ready(r))
         rc = slice_ns > 0 ? il_futex_wait(&c->data_seq, snap, slice_ns) : IL_TIMEOUT;
-    atomic_fetch_sub_explicit(&c->data_sleepers, 1, memory_order_seq_cst);
     return rc;
 }
 

@@ -33,7 +33,7 @@
 #include <stdint.h>
 
 #define IL_TOPIC_MAGIC UINT64_C(0x3143504F544C4921) /* "!ILTOPC1" */
-#define IL_TOPIC_VERSION 1u
+#define IL_TOPIC_VERSION 2u
 #define IL_TOPIC_DROP 0u
 #define IL_TOPIC_BLOCK 1u
 #define IL_TOPIC_MAX_PUB 64u
@@ -61,8 +61,8 @@ typedef struct il_topic_ctrl {
     _Atomic uint32_t pub_hwm; /* publisher slots ever used: readers scan [0, hwm) */
     uint32_t reserved0;
     uint8_t pad0[64 - 48];
-    _Atomic uint32_t data_seq;      /* bumped by publishers when data_sleepers != 0 */
-    _Atomic uint32_t data_sleepers; /* subscribers asleep (or about to be) */
+    _Atomic uint32_t data_seq;   /* futex word: bumped by a publisher that wakes sleepers */
+    _Atomic uint32_t data_armed; /* 1: a subscriber went to sleep since the last wake */
     uint8_t pad1[64 - 8];
     _Atomic uint32_t space_seq;      /* bumped by subscribers when space_sleepers != 0 */
     _Atomic uint32_t space_sleepers; /* BLOCK publishers asleep waiting for room */
