@@ -42,7 +42,7 @@ from .errors import AccessDenied, Closed, Incompatible, Timeout
 __all__ = ["Subscription", "Topic"]
 
 #: Layout version of a topic segment (header page + topicword.h area).
-LAYOUT_VERSION: Final = 1
+LAYOUT_VERSION: Final = 2  # 2: the armed wake flag (topicword.h IL_TOPIC_VERSION 2)
 #: Default bytes of each publisher's ring (a power of two; pages of /dev/shm
 #: are only used once touched).
 DEFAULT_CAPACITY: Final = 1 << 20

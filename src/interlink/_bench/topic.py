@@ -58,7 +58,7 @@ REFERENCE = BLOCK
 class TopicSettings:
     """Counts and limits of one ``bench topic`` run (picklable)."""
 
-    messages: int = 500_000
+    messages: int = 2_000_000
     """Messages the publisher sends per measurement."""
     timeout: float = 120.0
     """Wall-clock limit of one measurement, process start-up included."""

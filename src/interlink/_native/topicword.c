@@ -544,12 +544,23 @@ int il_topic_sub_peek(il_topic_reader *r, il_topic_rec *m)
         il_topic_pub *pb = &t->pubs[p];
         for (int guard = 0; guard < 1000000; guard++) {
             uint64_t pos = r->pos[p];
-            uint64_t head = atomic_load_explicit(&pb->head, memory_order_acquire);
-            if (pos == head)
-                break;
-            if (head < pos || (head & 15u))
-                return IL_CORRUPT;
-            uint64_t tail = atomic_load_explicit(&pb->tail, memory_order_acquire);
+            /* The head seen last time, while we are behind it: the publisher's
+             * line is read once per batch, not once per record (it writes
+             * that line on every commit). */
+            uint64_t head = r->seen[p];
+            if (pos >= head) {
+                head = atomic_load_explicit(&pb->head, memory_order_acquire);
+                if (pos == head)
+                    break;
+                if (head < pos || (head & 15u))
+                    return IL_CORRUPT;
+            }
+            /* Under BLOCK no publisher moves tail past a live subscriber's
+             * cursor once it has joined (view_from, see il_topic_sub_join):
+             * no tail checks there.  Below view_from, and under DROP, every
+             * read is validated against tail. */
+            int checked = t->policy != IL_TOPIC_BLOCK || pos < r->view_from[p];
+            uint64_t tail = checked ? atomic_load_explicit(&pb->tail, memory_order_acquire) : 0;
             if (pos < tail) {
                 /* tail never passes head; our head may be older than tail */
                 if (tail > head)
@@ -561,10 +572,11 @@ int il_topic_sub_peek(il_topic_reader *r, il_topic_rec *m)
             }
             if (head - pos > t->cap)
                 return IL_CORRUPT;
+            r->seen[p] = head; /* validated */
             rec_hdr h;
             read_hdr(t, p, pos, &h);
             atomic_thread_fence(memory_order_acquire);
-            if (atomic_load_explicit(&pb->tail, memory_order_relaxed) > pos)
+            if (checked && atomic_load_explicit(&pb->tail, memory_order_relaxed) > pos)
                 continue; /* overwritten while read */
             if (!hdr_ok(t, pos, head, &h))
                 return IL_CORRUPT;
@@ -590,9 +602,11 @@ static int take(il_topic_reader *r, const il_topic_rec *m, int hold)
 {
     il_topic *t = r->t;
     uint32_t p = m->ring;
-    atomic_thread_fence(memory_order_acquire);
-    if (atomic_load_explicit(&t->pubs[p].tail, memory_order_relaxed) > m->pos)
-        return IL_TOPIC_LAPPED; /* the next peek jumps to tail */
+    if (t->policy != IL_TOPIC_BLOCK || m->pos < r->view_from[p]) { /* see peek */
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&t->pubs[p].tail, memory_order_relaxed) > m->pos)
+            return IL_TOPIC_LAPPED; /* the next peek jumps to tail */
+    }
     uint64_t ex = r->expect[p];
     if (ex != UINT64_MAX && m->seq > ex) {
         r->lost += m->seq - ex;

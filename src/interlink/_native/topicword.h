@@ -120,6 +120,7 @@ typedef struct il_topic_reader {
     uint32_t rr; /* round-robin start */
     uint64_t lost, received;
     uint64_t pos[IL_TOPIC_MAX_PUB];
+    uint64_t seen[IL_TOPIC_MAX_PUB]; /* head of each ring as last loaded (committed up to it) */
     uint64_t expect[IL_TOPIC_MAX_PUB];
     /* BLOCK zero-copy: records held (views), oldest first; the shared cursor
      * stays at the oldest held record.  Views only from view_from on (not
