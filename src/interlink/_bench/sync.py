@@ -3,14 +3,20 @@
 Two measurements, each in fresh ``spawn`` processes under a wall-clock limit:
 
 uncontended
-    ``acquire(); release()`` in a tight loop in one process, nobody else
-    touching the object: the best of several repeats, in ns per pair (the
-    loop itself included, the same for every row).  Timed with the process's
-    CPU clock, so that time the process spends descheduled by other load on
-    the machine (which wall-clock best-of-N does not filter out on a busy
-    2-core host: every repeat gets preempted) is not charged to whichever
-    row happened to run then.  threading.Lock is the in-process reference
-    the ratios compare to.
+    ``acquire(); release()`` in a tight loop, nobody else touching the
+    object, in ns per pair (the loop itself included, the same for every
+    row): the best and the median of the rounds.  Every row is measured in
+    the same fresh process, interleaved: each round times every row once
+    (a few ms each), starting from a different row each time, and a row's
+    ratio to threading.Lock is the median of its per-round ratios.  On the
+    VMs this runs on the machine's speed is bimodal over time (the same code
+    runs ~1.7x slower for stretches of ~0.1-1 s, every row alike, with
+    address layout randomization and the hash seed fixed), so rows timed in
+    separate processes, or far apart, compared those modes, not locks.
+    Timed with the process's CPU clock, so that time the process spends
+    descheduled by other load on the machine is not charged to whichever row
+    happened to run then.  threading.Lock is the in-process reference the
+    ratios compare to.
 handoff
     a round trip between two processes: the ping process releases ``ping``
     and blocks on ``pong``; the pong process, blocked on ``ping``, wakes and
@@ -45,10 +51,11 @@ REFERENCE_HANDOFF = "interlink.Lock"
 class SyncSettings:
     """Counts and limits of one ``bench sync`` run (picklable)."""
 
-    iterations: int = 200_000
+    iterations: int = 50_000
     """acquire+release pairs per uncontended repeat."""
-    repeats: int = 7
-    """Uncontended repeats; the fastest counts."""
+    repeats: int = 31
+    """Uncontended rounds (each times every row once); the fastest counts,
+    and the ratios are medians of per-round ratios."""
     roundtrips: int = 20_000
     """Timed hand-off round trips (after ``warmup`` untimed ones)."""
     warmup: int = 2_000
@@ -62,7 +69,7 @@ class SyncSettings:
         """Full or ``quick`` settings; ``count`` sets the uncontended iterations
         (round trips are ``count // 10``)."""
         base = (
-            cls(iterations=50_000, repeats=5, roundtrips=2_000, warmup=200, timeout=30.0)
+            cls(iterations=20_000, repeats=9, roundtrips=2_000, warmup=200, timeout=30.0)
             if quick
             else cls()
         )
@@ -80,7 +87,8 @@ class SyncSettings:
     def line(self) -> str:
         """One line saying what was measured."""
         return (
-            f"uncontended: best of {self.repeats} x {self.iterations:,} acquire+release; "
+            f"uncontended: {self.repeats} interleaved rounds x {self.iterations:,} "
+            "acquire+release per row (best; ratio: median of per-round ratios); "
             f"hand-off: {self.roundtrips:,} round trips after {self.warmup:,} warm-up; "
             f"limit {self.timeout:g} s per measurement"
         )
@@ -219,29 +227,57 @@ def _open(label: str, obj: Any) -> Any:
 # ------------------------------------------------------------ child bodies
 
 
-def _uncontended(label: str, settings: SyncSettings) -> dict[str, float]:
-    with _objects(label, 1, initially_held=False) as (obj,):
-        obj = _open(label, obj)
-        acquire, release = obj.acquire, obj.release
-        best = float("inf")
-        runs = []
-        loop = range(settings.iterations)
-        clock = time.process_time_ns  # CPU time: see the module docstring
-        for _ in range(settings.repeats):
-            t0 = clock()
-            for _ in loop:
-                acquire()
-                release()
-            ns = (clock() - t0) / settings.iterations
-            runs.append(ns)
-            best = min(best, ns)
+def _time_pairs(obj: Any, iterations: int) -> float:
+    """ns per acquire+release pair over ``iterations`` pairs (process CPU time)."""
+    acquire, release = obj.acquire, obj.release
+    loop = range(iterations)
+    clock = time.process_time_ns  # CPU time: see the module docstring
+    t0 = clock()
+    for _ in loop:
+        acquire()
+        release()
+    return (clock() - t0) / iterations
+
+
+def _uncontended(labels: Sequence[str], settings: SyncSettings) -> dict[str, dict[str, Any]]:
+    """Every row of ``labels`` in this process, interleaved: label -> figures,
+    or ``{"error": message}`` for a row whose object could not be made."""
+    out: dict[str, dict[str, Any]] = {}
+    with contextlib.ExitStack() as stack:
+        objs: dict[str, Any] = {}
+        for label in labels:
+            try:
+                (made,) = stack.enter_context(_objects(label, 1, initially_held=False))
+                objs[label] = _open(label, made)
+                _time_pairs(objs[label], min(1000, settings.iterations))  # warm up
+            except Exception as exc:
+                out[label] = {"error": str(exc) or type(exc).__name__}
+        order = list(objs)
+        runs: dict[str, list[float]] = {label: [] for label in order}
+        for r in range(settings.repeats):
+            for k in range(len(order)):
+                label = order[(r + k) % len(order)]
+                runs[label].append(_time_pairs(objs[label], settings.iterations))
         empty = float("inf")
+        loop = range(settings.iterations)
         for _ in range(settings.repeats):
-            t0 = clock()
+            t0 = time.process_time_ns()
             for _ in loop:
                 pass
-            empty = min(empty, (clock() - t0) / settings.iterations)
-    return {"ns": best, "median_ns": statistics.median(runs), "loop_ns": empty}
+            empty = min(empty, (time.process_time_ns() - t0) / settings.iterations)
+        ref = runs.get(REFERENCE_UNCONTENDED)
+        for label in order:
+            out[label] = {
+                "ns": min(runs[label]),
+                "median_ns": statistics.median(runs[label]),
+                "loop_ns": empty,
+            }
+            if ref is not None:
+                # paired: each round's rows ran within a few ms of each other
+                out[label]["x_ref"] = statistics.median(
+                    a / b for a, b in zip(runs[label], ref, strict=True)
+                )
+    return out
 
 
 def _pong(label: str, ping: Any, pong: Any, settings: SyncSettings) -> dict[str, float]:
@@ -276,24 +312,50 @@ def _ping(label: str, ping: Any, pong: Any, settings: SyncSettings) -> dict[str,
 
 
 def measure(row: Primitive, scenario: str, settings: SyncSettings) -> Result:
-    """One measurement of ``row`` in fresh processes."""
+    """One measurement of ``row`` in fresh processes (uncontended: alone; run()
+    measures every row's uncontended cost together)."""
     missing = row.missing()
     if missing is not None:
         return Result(row.label, scenario, "not installed", reason=missing)
+    if scenario == UNCONTENDED:
+        return measure_uncontended([row], settings)[0]
     try:
-        if scenario == UNCONTENDED:
-            (figures,) = run_children(
-                [(_uncontended, (row.label, settings))], settings.timeout, prefix="bench-sync"
+        with _objects(row.label, 2, initially_held=True) as (ping, pong):
+            args = (row.label, ping, pong, settings)
+            figures, _ = run_children(
+                [(_ping, args), (_pong, args)], settings.timeout, prefix="bench-sync"
             )
-        else:
-            with _objects(row.label, 2, initially_held=True) as (ping, pong):
-                args = (row.label, ping, pong, settings)
-                figures, _ = run_children(
-                    [(_ping, args), (_pong, args)], settings.timeout, prefix="bench-sync"
-                )
     except Exception as exc:
         return Result(row.label, scenario, "error", reason=str(exc) or type(exc).__name__)
     return Result(row.label, scenario, "ok", figures=figures)
+
+
+def measure_uncontended(rows: Sequence[Primitive], settings: SyncSettings) -> list[Result]:
+    """The uncontended measurement of every row, all in one fresh process
+    (interleaved: see the module docstring), in the order of ``rows``."""
+    results: dict[str, Result] = {}
+    present = []
+    for row in rows:
+        missing = row.missing()
+        if missing is not None:
+            results[row.label] = Result(row.label, UNCONTENDED, "not installed", reason=missing)
+        else:
+            present.append(row.label)
+    if present:
+        try:
+            (figures,) = run_children(
+                [(_uncontended, (present, settings))], settings.timeout, prefix="bench-sync"
+            )
+        except Exception as exc:
+            reason = str(exc) or type(exc).__name__
+            figures = {label: {"error": reason} for label in present}
+        for label in present:
+            f = figures[label]
+            if "error" in f:
+                results[label] = Result(label, UNCONTENDED, "error", reason=str(f["error"]))
+            else:
+                results[label] = Result(label, UNCONTENDED, "ok", figures=f)
+    return [results[row.label] for row in rows]
 
 
 def run(
@@ -304,10 +366,17 @@ def run(
 ) -> list[Result]:
     """Every measurement of :func:`plan`, in order."""
     results = []
+    uncontended: dict[str, Result] = {}
     for row, scenario in plan(rows):
         if started is not None:
             started(row, scenario)
-        result = measure(row, scenario, settings)
+        if scenario == UNCONTENDED:
+            if not uncontended:  # every row at once, in one process
+                todo = [r for r, sc in plan(rows) if sc == UNCONTENDED]
+                uncontended = {r.label: r for r in measure_uncontended(todo, settings)}
+            result = uncontended[row.label]
+        else:
+            result = measure(row, scenario, settings)
         if finished is not None:
             finished(result)
         results.append(result)
@@ -326,6 +395,9 @@ def ratios(results: Sequence[Result]) -> dict[tuple[str, str], float]:
     }
     by_key = {(r.label, r.scenario): r for r in results if r.status == "ok"}
     for (label, scenario), result in by_key.items():
+        if "x_ref" in result.figures:  # measured paired with the reference
+            out[label, scenario] = result.figures["x_ref"]
+            continue
         ref_label, key = ref[scenario]
         base = by_key.get((ref_label, scenario))
         if base is not None and base.figures[key] > 0:
