@@ -34,6 +34,9 @@ def test_tiny_run_measures_and_compares() -> None:
         ("multiprocessing.Lock", "handoff"),
     ]
     assert all(r.status == "ok" for r in results), [r.reason for r in results]
+    # the uncontended rows ran interleaved in one process, paired with the reference
+    assert len({r.figures["pid"] for r in results[:3]}) == 1
+    assert all("x_ref" in r.figures for r in results[:3])
     rel = bench_sync.ratios(results)
     assert rel["threading.Lock", "uncontended"] == 1.0
     assert rel["interlink.Lock", "handoff"] == 1.0

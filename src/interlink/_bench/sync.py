@@ -271,6 +271,7 @@ def _uncontended(labels: Sequence[str], settings: SyncSettings) -> dict[str, dic
                 "ns": min(runs[label]),
                 "median_ns": statistics.median(runs[label]),
                 "loop_ns": empty,
+                "pid": os.getpid(),
             }
             if ref is not None:
                 # paired: each round's rows ran within a few ms of each other
