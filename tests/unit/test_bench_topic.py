@@ -18,6 +18,7 @@ def test_select_rows() -> None:
         "interlink.Topic block",
         "interlink.Topic drop",
         "interlink.Topic block raw",
+        "interlink.Topic block batch",
     ]
     assert [r.label for r in bench_topic.select(["pyzmq"])] == ["pyzmq PUB/SUB"]
     assert [r.label for r in bench_topic.select([])] == [r.label for r in bench_topic.ROWS]

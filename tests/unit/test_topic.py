@@ -376,3 +376,41 @@ def test_subclass_overrides_are_honoured() -> None:
         t.publish(1)
         assert Counting.published == 1
         assert s.recv(timeout=5) == ("wrapped", 1)
+
+
+def test_recv_many() -> None:
+    with il.Topic(policy="block") as t:
+        s = t.subscribe()
+        with pytest.raises(il.Timeout):
+            s.recv_many(timeout=0.01)
+        for i in range(10):
+            t.publish(i)
+        t.publish(b"raw")
+        assert s.recv_many(4, timeout=5) == [0, 1, 2, 3]
+        assert s.recv(timeout=5) == 4  # recv and recv_many share the order
+        assert s.recv_many(timeout=5) == [5, 6, 7, 8, 9, b"raw"]
+        with pytest.raises(ValueError):
+            s.recv_many(0)
+        with pytest.raises(ValueError):
+            s.recv_many(257)
+        # waits for the first, then takes what is there
+        timer = threading.Timer(0.05, t.publish, args=("late",))
+        timer.start()
+        assert s.recv_many(timeout=10) == ["late"]
+        timer.join()
+        # a damaged record is skipped; its error comes with the next receive
+        t.publish("before")
+        t._core.publish(b"\x80\x05garbage" + t.codec._tail)
+        t.publish("after")
+        assert s.recv_many(timeout=5) == ["before", "after"]
+        with pytest.raises(il.Corrupt):
+            s.recv(timeout=0)
+        with pytest.raises(il.Timeout):
+            s.recv(timeout=0)
+        # nothing decodable: the error at once
+        t._core.publish(b"\x80\x05garbage" + t.codec._tail)
+        with pytest.raises(il.Corrupt):
+            s.recv_many(timeout=5)
+        assert s.received == 16 and s.lost == 0
+    with pytest.raises(il.Closed):
+        s.recv_many(timeout=0)

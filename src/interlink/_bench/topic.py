@@ -13,6 +13,9 @@ interlink.Topic block raw
     the "block" row through the native handles (``TopicCore.publish``,
     ``TopicSubscriberCore.recv``), without the codec layer: what the
     transport itself costs.
+interlink.Topic block batch
+    the "block" row with subscribers that take what is there in batches
+    (``Subscription.recv_many(256)``) instead of one ``recv`` per message.
 pyzmq PUB/SUB
     over ``ipc://`` with unlimited high-water marks (nothing dropped, memory
     buffers instead), when pyzmq is installed.
@@ -50,6 +53,7 @@ HELLO = b"H" * 8
 BLOCK = "interlink.Topic block"
 DROP = "interlink.Topic drop"
 RAW = "interlink.Topic block raw"
+BATCH = "interlink.Topic block batch"
 ZMQ = "pyzmq PUB/SUB"
 REFERENCE = BLOCK
 
@@ -107,6 +111,7 @@ ROWS: tuple[Row, ...] = (
     Row(BLOCK, "interlink"),
     Row(DROP, "interlink"),
     Row(RAW, "interlink"),
+    Row(BATCH, "interlink"),
     Row(ZMQ, "pyzmq", module="zmq"),
 )
 
@@ -163,16 +168,27 @@ def _wait_all(events: Sequence[Any], timeout: float) -> None:
 
 
 def _il_subscriber(
-    topic: Any, ready: Any, done: Any, timeout: float, raw: bool = False
+    topic: Any, ready: Any, done: Any, timeout: float, how: str = ""
 ) -> dict[str, float]:
     sub = topic.subscribe()
     ready.set()
-    recv = sub._core.recv if raw else sub.recv
+    recv = sub._core.recv if how == RAW else sub.recv
     clock = time.perf_counter
     first = bytes(recv(timeout))
     t0 = clock()
     n = 0 if first == END else 1
-    if first != END:
+    if first != END and how == BATCH:
+        recv_many = sub.recv_many
+        while True:
+            batch = recv_many(256, timeout)
+            for msg in batch:
+                if len(msg) != PAYLOAD:
+                    break
+                n += 1
+            else:
+                continue
+            break
+    elif first != END:
         while True:
             msg = recv(timeout)
             if len(msg) != PAYLOAD:
@@ -192,11 +208,11 @@ def _il_publisher(
     dones: Sequence[Any],
     count: int,
     timeout: float,
-    raw: bool = False,
+    how: str = "",
 ) -> dict[str, float]:
     _wait_all(readies, timeout)
     payload = b"x" * PAYLOAD
-    publish = topic._core.publish if raw else topic.publish
+    publish = topic._core.publish if how == RAW else topic.publish
     t0 = time.perf_counter()
     for _ in range(count):
         publish(payload, timeout)
@@ -276,7 +292,7 @@ def _zmq_publisher(
 @contextlib.contextmanager
 def _endpoint(label: str) -> Iterator[Any]:
     """The topic (interlink, created in the parent) or the ipc endpoint (pyzmq)."""
-    if label in (BLOCK, DROP, RAW):
+    if label in (BLOCK, DROP, RAW, BATCH):
         import interlink
 
         topic = interlink.Topic(
@@ -304,7 +320,7 @@ def measure(row: Row, subscribers: int, settings: TopicSettings) -> Result:
         with _endpoint(row.label) as where:
             readies = [SPAWN.Event() for _ in range(subscribers)]
             dones = [SPAWN.Event() for _ in range(subscribers)]
-            extra = (True,) if row.label == RAW else ()
+            extra = (row.label,) if row.label in (RAW, BATCH) else ()
             jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
                 (sub_body, (where, readies[k], dones[k], t, *extra)) for k in range(subscribers)
             ]

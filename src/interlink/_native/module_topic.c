@@ -89,7 +89,11 @@ typedef struct {
     int f_n;
     int f_kind[3];
     uint8_t f_tail[3][8];
+    PyObject *f_failed; /* an error _recv_many_obj met after items it returned */
 } SObject;
+
+/* Most records one _recv_many_obj call takes. */
+#define T_MANY_MAX 256
 
 enum { FK_NONE = 0, FK_LOADS = 1, FK_BYTES = 2, FK_VIEW = 3 };
 /* Records up to this size are decoded by _recv_obj (the codec's INLINE_MAX:
@@ -796,7 +800,7 @@ static PyObject *t_subscribe(TObject *self, PyObject *const *args, Py_ssize_t na
     s->joined = 0;
     s->spin_ns = 20000;
     s->weakreflist = NULL;
-    s->f_decode = s->f_loads = s->f_errors = NULL;
+    s->f_decode = s->f_loads = s->f_errors = s->f_failed = NULL;
     s->f_n = 0;
     s->fork_gen = il_fork_generation();
     s->lock = PyThread_allocate_lock();
@@ -1262,25 +1266,10 @@ PyDoc_STRVAR(s_recv_obj_doc,
              "every other goes to the codec (see _fast_setup).  Raises Timeout, Closed, "
              "Corrupt, AccessDenied as Subscription.recv.");
 
-static PyObject *s_recv_obj(SObject *s, PyObject *const *args, Py_ssize_t nargs,
-                            PyObject *kwnames)
+/* The object of a record s_try/s_take returned (data: a new reference,
+ * consumed). */
+static PyObject *s_decode(SObject *s, PyObject *data, int kind)
 {
-    int64_t timeout_ns = -1;
-    if (nargs || kwnames) {
-        static const char *const names[] = {"timeout", NULL};
-        PyObject *a[1];
-        if (fast_args("recv", args, nargs, kwnames, names, 0, a) < 0 ||
-            parse_timeout(a[0], &timeout_ns) < 0)
-            return NULL;
-    }
-    if (s->f_decode == NULL) {
-        PyErr_SetString(s->topic->st->Closed, "this subscription is not set up for objects");
-        return NULL;
-    }
-    int kind = FK_NONE;
-    PyObject *data = s_take(s, timeout_ns, &kind);
-    if (data == NULL)
-        return NULL;
     PyObject *r;
     switch (kind) {
     case FK_BYTES:
@@ -1304,6 +1293,128 @@ static PyObject *s_recv_obj(SObject *s, PyObject *const *args, Py_ssize_t nargs,
     }
     Py_DECREF(data);
     return r;
+}
+
+/* 0 when the object path may run; -1 with an exception: not set up, or the
+ * error a previous _recv_many_obj met after the items it returned (raised
+ * once, now). */
+static int s_obj_ready(SObject *s)
+{
+    if (s->f_decode == NULL) {
+        PyErr_SetString(s->topic->st->Closed, "this subscription is not set up for objects");
+        return -1;
+    }
+    if (s->f_failed != NULL) {
+        PyObject *exc = s->f_failed;
+        s->f_failed = NULL;
+        il_raise_from(exc, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *s_recv_obj(SObject *s, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames)
+{
+    int64_t timeout_ns = -1;
+    if (nargs || kwnames) {
+        static const char *const names[] = {"timeout", NULL};
+        PyObject *a[1];
+        if (fast_args("recv", args, nargs, kwnames, names, 0, a) < 0 ||
+            parse_timeout(a[0], &timeout_ns) < 0)
+            return NULL;
+    }
+    if (s_obj_ready(s) < 0)
+        return NULL;
+    int kind = FK_NONE;
+    PyObject *data = s_take(s, timeout_ns, &kind);
+    return data == NULL ? NULL : s_decode(s, data, kind);
+}
+
+PyDoc_STRVAR(s_recv_many_obj_doc,
+             "_recv_many_obj($self, max_items=64, timeout=None)\n--\n\n"
+             "Subscription.recv_many: wait up to `timeout` seconds (None: forever) for the "
+             "next message, then take every message already there, up to `max_items` "
+             "(1..256) in all, and return their objects in order.  A record that cannot be "
+             "decoded (damaged, a refused pickle) is skipped; its error is raised by the "
+             "next receive, or now when nothing else was received.  Raises Timeout, Closed, "
+             "Corrupt, AccessDenied as recv.");
+
+static PyObject *s_recv_many_obj(SObject *s, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames)
+{
+    static const char *const names[] = {"max_items", "timeout", NULL};
+    PyObject *a[2];
+    if (fast_args("recv_many", args, nargs, kwnames, names, 0, a) < 0)
+        return NULL;
+    Py_ssize_t want = 64;
+    if (a[0] != NULL && (want = PyLong_AsSsize_t(a[0])) == -1 && PyErr_Occurred())
+        return NULL;
+    if (want < 1 || want > T_MANY_MAX) {
+        PyErr_Format(PyExc_ValueError, "max_items must be within 1..%d", T_MANY_MAX);
+        return NULL;
+    }
+    int64_t timeout_ns = -1;
+    if (parse_timeout(a[1], &timeout_ns) < 0 || s_obj_ready(s) < 0)
+        return NULL;
+    PyObject *raw[T_MANY_MAX];
+    int kinds[T_MANY_MAX];
+    kinds[0] = FK_NONE;
+    raw[0] = s_take(s, timeout_ns, &kinds[0]); /* waits for the first */
+    if (raw[0] == NULL)
+        return NULL;
+    /* The rest without waiting, under one hold of the receive lock; no
+     * Python code runs until the lock is released (a decoder may receive). */
+    Py_ssize_t got = 1;
+    PyObject *failed = NULL;
+    TObject *t = s->topic;
+    if (s_check(s) == 0 && hold(s->lock) == 0) {
+        for (; got < want; got++) {
+            kinds[got] = FK_NONE;
+            raw[got] = s_try(s, &kinds[got]);
+            if (raw[got] == NULL)
+                break;
+        }
+        PyThread_release_lock(s->lock);
+        t_maybe_release(t);
+    }
+    if (PyErr_Occurred())
+        failed = il_fetch_exc();
+    /* Decode in order.  A record that cannot be decoded is skipped (it is
+     * consumed, as by recv()); the first such error -- before any error of
+     * the ring met after the batch -- is raised now if nothing was decoded,
+     * else by the next receive. */
+    PyObject *list = PyList_New(0);
+    PyObject *first_err = NULL;
+    for (Py_ssize_t k = 0; k < got; k++) {
+        PyObject *o = list != NULL ? s_decode(s, raw[k], kinds[k]) : NULL;
+        if (list == NULL)
+            Py_DECREF(raw[k]);
+        if (o != NULL && PyList_Append(list, o) == 0) {
+            Py_DECREF(o);
+            continue;
+        }
+        Py_XDECREF(o);
+        if (list != NULL && first_err == NULL)
+            first_err = il_fetch_exc();
+        else if (list != NULL)
+            PyErr_Clear();
+    }
+    if (first_err != NULL) {
+        Py_XDECREF(failed);
+        failed = first_err;
+    }
+    if (list == NULL || PyList_GET_SIZE(list) == 0) {
+        Py_XDECREF(list);
+        if (list != NULL && failed != NULL)
+            il_raise_from(failed, NULL);
+        else
+            Py_XDECREF(failed);
+        return NULL;
+    }
+    if (failed != NULL)
+        Py_XSETREF(s->f_failed, failed);
+    return list;
 }
 
 static PyObject *s_close(SObject *s, PyObject *Py_UNUSED(ignored))
@@ -1331,6 +1442,7 @@ static int s_traverse(SObject *s, visitproc visit, void *arg)
     Py_VISIT(s->f_decode);
     Py_VISIT(s->f_loads);
     Py_VISIT(s->f_errors);
+    Py_VISIT(s->f_failed);
     return 0;
 }
 
@@ -1339,6 +1451,7 @@ static int s_clear(SObject *s)
     Py_CLEAR(s->f_decode);
     Py_CLEAR(s->f_loads);
     Py_CLEAR(s->f_errors);
+    Py_CLEAR(s->f_failed);
     s->f_n = 0;
     return 0;
 }
@@ -1375,6 +1488,8 @@ static PyMemberDef s_members[] = {
 static PyMethodDef s_methods[] = {
     {"recv", (PyCFunction)(void (*)(void))s_recv, FASTKW, s_recv_doc},
     {"_recv_obj", (PyCFunction)(void (*)(void))s_recv_obj, FASTKW, s_recv_obj_doc},
+    {"_recv_many_obj", (PyCFunction)(void (*)(void))s_recv_many_obj, FASTKW,
+     s_recv_many_obj_doc},
     {"_fast_setup", (PyCFunction)(void (*)(void))s_fast_setup, FASTKW, s_fast_setup_doc},
     {"close", (PyCFunction)s_close, METH_NOARGS, "Leave the topic (idempotent)."},
     {NULL, NULL, 0, NULL},
