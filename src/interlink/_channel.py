@@ -259,7 +259,7 @@ class _AsyncWaiter:
                 self._thread.start()
         try:
             await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass  # the caller re-checks and raises its own Timeout
         finally:
             with self._lock:

@@ -55,7 +55,7 @@ def usable_cores() -> int:
 
 def collect() -> HostInfo:
     """Describe this machine now."""
-    now = datetime.datetime.now(datetime.timezone.utc).astimezone()
+    now = datetime.datetime.now(datetime.UTC).astimezone()
     return HostInfo(
         date=now.strftime("%Y-%m-%d %H:%M %Z"),
         hostname=socket.gethostname(),
