@@ -12,6 +12,7 @@
 #define PY_SSIZE_T_CLEAN
 #endif
 #include <Python.h>
+#include <structmember.h>
 
 #include <stdint.h>
 
@@ -240,6 +241,44 @@ PyObject *il_handle_get_closed(PyObject *self, void *closure);
 int il_handle_traverse(PyObject *self, visitproc visit, void *arg);
 int il_handle_clear(PyObject *self);
 void il_handle_dealloc(PyObject *self);
+
+/* ======================================================================= */
+/* The object fast path's pickling (module_pickle.c)                       */
+/* ======================================================================= */
+
+/* What QueueCore and TopicCore keep to pickle a small object themselves, as
+ * the PickleCodec would (their _fast_setup fills it in). */
+typedef struct {
+    PyObject *codec;      /* the codec (a PickleCodec's `_watch` hint) */
+    PyObject *dumps;      /* pickle.dumps, or NULL: no fast pickling */
+    PyObject *enc_error;  /* codec._encode_error(obj, exc) -> EncodeError */
+    PyObject *watch_name; /* "_watch" */
+    PyObject *watch;      /* stored in codec._watch after a big pickle */
+    PyObject *proto;      /* the int 5 (pickle protocol) */
+    Py_ssize_t limit;     /* pickles at least this long go through the codec */
+} il_pickler;
+
+/* Fill `p` in (owned references taken; dumps may be NULL, watch NULL: 0),
+ * dropping what it held.  0, or -1 with an exception and `p` unchanged. */
+int il_pickler_set(il_pickler *p, PyObject *codec, PyObject *enc_error, PyObject *dumps,
+                   Py_ssize_t limit, PyObject *watch);
+
+int il_pickler_traverse(il_pickler *p, visitproc visit, void *arg);
+void il_pickler_clear(il_pickler *p);
+
+/* Whether codec._watch is set (the codec must encode, watching for
+ * out-of-band buffers): 1, 0, or -1 with an exception. */
+int il_pickler_watching(il_pickler *p);
+
+/* dumps(obj, 5): 1 and *data (owned) when shorter than the limit; 0 when
+ * not (codec._watch then set, as PickleCodec.encode does); -1 with an
+ * exception: a dumps failure becomes encode_error(obj, exc) raised from exc,
+ * except MemoryError and non-Exception exceptions. */
+int il_pickler_dumps(il_pickler *p, PyObject *obj, PyObject **data);
+
+/* The current exception (a payload parser's) becomes Corrupt("pickle payload
+ * could not be decoded: ..."), raised from it. */
+void il_corrupt_from_current(module_state *st);
 
 /* ======================================================================= */
 /* Registration of the types defined in other glue files                   */

@@ -104,7 +104,8 @@ static void sync_reclaim(il_handle *h)
         il_seg_reclaim_plain(self->base.hdr);
         return;
     }
-    if (self->base.attached && il_sem_recover_dead(self->sem, self->base.hdr, self->base.slot) < 0)
+    if (self->base.attached &&
+        il_sem_recover_dead(self->sem, self->base.hdr, self->base.slot) < 0)
         return;
     uint32_t n = self->base.hdr->nslots > IL_SEG_SLOTS ? IL_SEG_SLOTS : self->base.hdr->nslots;
     for (uint32_t i = 0; i < n; i++) {
@@ -183,7 +184,8 @@ static int lock_acquired(int rc) { return rc == IL_OK || rc == IL_OWNERDIED; }
 static PyObject *lock_status_error(SyncObject *self, int rc)
 {
     if (rc == IL_CORRUPT || rc == -IL_CORRUPT)
-        PyErr_SetString(self->base.st->Corrupt, "the lock's shared memory failed a consistency check");
+        PyErr_SetString(self->base.st->Corrupt,
+                        "the lock's shared memory failed a consistency check");
     else if (rc == IL_INVALID)
         PyErr_SetString(PyExc_RuntimeError, "lock recursion depth or identity out of range");
     else
@@ -527,7 +529,8 @@ static PyObject *lock_bind(SyncObject *self, PyObject *args)
     self->lock = (il_lock *)((char *)self->base.buf.buf + IL_SEG_HEADER_SIZE);
     if (il_lock_validate(self->lock) != IL_OK) {
         il_handle_unbind(&self->base);
-        PyErr_SetString(self->base.st->Corrupt, "the lock's shared memory is not a formatted lock");
+        PyErr_SetString(self->base.st->Corrupt,
+                        "the lock's shared memory is not a formatted lock");
         return NULL;
     }
     self->recursive = recursive;
@@ -900,7 +903,8 @@ static PyObject *sem_stats(SyncObject *self, PyObject *Py_UNUSED(ignored))
     uint32_t max = self->sem->max;
     return Py_BuildValue("{s:I,s:I,s:I,s:I,s:K,s:K,s:K}", "value", il_sem_value(self->sem),
                          "max_value", max == UINT32_MAX ? 0u : max, "waiters",
-                         il_sem_waiters(self->sem), "held", il_sem_held(self->sem, self->base.slot),
+                         il_sem_waiters(self->sem), "held",
+                         il_sem_held(self->sem, self->base.slot),
                          "acquisitions", (unsigned long long)s.acquisitions, "contentions",
                          (unsigned long long)s.contentions, "recovered",
                          (unsigned long long)s.recovered);
