@@ -1,4 +1,4 @@
-/* glue.h - what the CPython glue files (module.c, module_sync.c) share.
+/* glue.h - what the CPython glue files (module*.c) share.
  *
  * The module state struct (exception types and the native types), the lookup
  * of that state from a type, and the small argument helpers every blocking
@@ -12,10 +12,12 @@
 #define PY_SSIZE_T_CLEAN
 #endif
 #include <Python.h>
+#include <structmember.h>
 
 #include <stdint.h>
 
 #include "il_common.h"
+#include "seg.h"
 
 /* ======================================================================= */
 /* Module state                                                            */
@@ -130,6 +132,153 @@ PyObject *il_fetch_exc(void);
 /* Raise `exc` (owned; NULL: an exception is already set) as `raise exc from
  * cause` does (cause owned). */
 void il_raise_from(PyObject *exc, PyObject *cause);
+
+/* ======================================================================= */
+/* The segment handle (module_handle.c)                                    */
+/* ======================================================================= */
+
+/* What every handle on one shared segment shares (LockCore, SemaphoreCore,
+ * EventCore, ConditionCore, BarrierCore, RWLockCore, QueueCore, TopicCore):
+ * the buffer that maps the segment, the slot of this process in the
+ * segment's attach table, the fork generation that slot belongs to, and the
+ * counts of users that keep the mapping alive after _close.  A kind's object
+ * struct embeds it as its first member (`base`), so a pointer to the object
+ * is a pointer to its il_handle.  Where the kinds differ, il_handle_ops says
+ * how. */
+typedef struct il_handle il_handle;
+
+typedef struct {
+    const char *closed_msg;           /* Closed: "this handle is closed" */
+    const char *closed_meanwhile_msg; /* Closed after a GIL-free section */
+    uint64_t (*fork_gen)(void);       /* the fork generation the handle follows */
+    /* Attach table full: free dead processes' slots (NULL: il_seg_reclaim_plain). */
+    void (*reclaim)(il_handle *h);
+    /* After a successful attach (NULL: nothing). */
+    void (*attached)(il_handle *h);
+    /* A forked child, before it re-attaches as a new user (NULL: nothing). */
+    void (*forked)(il_handle *h);
+    /* Before detaching (mapping present, generation current): give back what
+     * this process holds; nonzero keeps the slot in the table (NULL: 0). */
+    int (*release_slot)(il_handle *h);
+    /* The mapping is gone: forget pointers into it (NULL: nothing). */
+    void (*unbound)(il_handle *h);
+    /* Dealloc, after the mapping and the dict are gone (NULL: nothing). */
+    void (*free_extra)(il_handle *h);
+} il_handle_ops;
+
+struct il_handle {
+    PyObject_HEAD
+    Py_buffer buf;
+    int has_buf;
+    il_seg_header *hdr;   /* the segment's header (buf.buf); NULL when unbound */
+    uint64_t ident;
+    uint64_t fork_gen;
+    uint32_t slot;
+    int attached;
+    int closed;
+    int busy;             /* threads inside a GIL-free section on this handle */
+    Py_ssize_t live;      /* objects (messages, subscriptions) viewing the mapping */
+    const il_handle_ops *ops;
+    module_state *st;
+    PyObject *weakreflist;
+    PyObject *dict;
+};
+
+/* __weaklistoffset__ and __dictoffset__ of every handle type. */
+extern PyMemberDef il_handle_members[];
+
+/* tp_alloc a handle of `type` (closed until bound), its state and ops set. */
+PyObject *il_handle_new(PyTypeObject *type, const il_handle_ops *ops);
+
+/* Take a slot in the attach table (reclaiming dead ones once when full):
+ * 0, or -1 with OSError / Busy. */
+int il_handle_attach(il_handle *h);
+
+/* A forked child: attach again as a new user.  0, or -1 with an exception. */
+int il_handle_reattach(il_handle *h);
+
+/* Refuse a closed handle (Closed); re-attach one inherited through fork()
+ * (`gen`: the current generation).  0, or -1 with an exception. */
+static inline int il_handle_check(il_handle *h, uint64_t gen)
+{
+    if (__builtin_expect(h->closed || !h->has_buf, 0)) {
+        PyErr_SetString(h->st->Closed, h->ops->closed_msg);
+        return -1;
+    }
+    if (__builtin_expect(h->fork_gen != gen, 0))
+        return il_handle_reattach(h);
+    return 0;
+}
+
+/* Map `buffer` (writable, at least `need` bytes, else Corrupt "the segment is
+ * too small for its kind"; need 0: no check).  RuntimeError if already
+ * bound.  0, or -1 with an exception. */
+int il_handle_get_buffer(il_handle *h, PyObject *buffer, size_t need);
+
+/* Drop the mapping (the buffer is bound). */
+void il_handle_unbind(il_handle *h);
+
+/* The mapping validated: attach and open the handle; on failure unbind.
+ * 0, or -1 with an exception. */
+int il_handle_open(il_handle *h);
+
+/* Unbind a closed handle once no thread and no object uses the mapping. */
+void il_handle_maybe_release(il_handle *h);
+
+/* After a GIL-free section: 1 with Closed set (and the mapping released if
+ * unused) when another thread closed the handle meanwhile, else 0. */
+int il_handle_closed_meanwhile(il_handle *h);
+
+/* Leave the attach table (this process only, never a forked copy). */
+void il_handle_detach(il_handle *h);
+
+/* _close: detach, mark closed, release the mapping once unused.  Idempotent. */
+PyObject *il_handle_close(PyObject *self, PyObject *unused);
+
+/* The `closed` getter. */
+PyObject *il_handle_get_closed(PyObject *self, void *closure);
+
+int il_handle_traverse(PyObject *self, visitproc visit, void *arg);
+int il_handle_clear(PyObject *self);
+void il_handle_dealloc(PyObject *self);
+
+/* ======================================================================= */
+/* The object fast path's pickling (module_pickle.c)                       */
+/* ======================================================================= */
+
+/* What QueueCore and TopicCore keep to pickle a small object themselves, as
+ * the PickleCodec would (their _fast_setup fills it in). */
+typedef struct {
+    PyObject *codec;      /* the codec (a PickleCodec's `_watch` hint) */
+    PyObject *dumps;      /* pickle.dumps, or NULL: no fast pickling */
+    PyObject *enc_error;  /* codec._encode_error(obj, exc) -> EncodeError */
+    PyObject *watch_name; /* "_watch" */
+    PyObject *watch;      /* stored in codec._watch after a big pickle */
+    PyObject *proto;      /* the int 5 (pickle protocol) */
+    Py_ssize_t limit;     /* pickles at least this long go through the codec */
+} il_pickler;
+
+/* Fill `p` in (owned references taken; dumps may be NULL, watch NULL: 0),
+ * dropping what it held.  0, or -1 with an exception and `p` unchanged. */
+int il_pickler_set(il_pickler *p, PyObject *codec, PyObject *enc_error, PyObject *dumps,
+                   Py_ssize_t limit, PyObject *watch);
+
+int il_pickler_traverse(il_pickler *p, visitproc visit, void *arg);
+void il_pickler_clear(il_pickler *p);
+
+/* Whether codec._watch is set (the codec must encode, watching for
+ * out-of-band buffers): 1, 0, or -1 with an exception. */
+int il_pickler_watching(il_pickler *p);
+
+/* dumps(obj, 5): 1 and *data (owned) when shorter than the limit; 0 when
+ * not (codec._watch then set, as PickleCodec.encode does); -1 with an
+ * exception: a dumps failure becomes encode_error(obj, exc) raised from exc,
+ * except MemoryError and non-Exception exceptions. */
+int il_pickler_dumps(il_pickler *p, PyObject *obj, PyObject **data);
+
+/* The current exception (a payload parser's) becomes Corrupt("pickle payload
+ * could not be decoded: ..."), raised from it. */
+void il_corrupt_from_current(module_state *st);
 
 /* ======================================================================= */
 /* Registration of the types defined in other glue files                   */

@@ -31,20 +31,8 @@
 #define BARRIER_SEGMENT_SIZE (IL_SEG_HEADER_SIZE + PAGE_ROUND(sizeof(il_barrier)))
 
 typedef struct {
-    PyObject_HEAD
-    Py_buffer buf;
-    int has_buf;
-    il_seg_header *hdr;
+    il_handle base;
     void *area;
-    uint64_t ident;
-    uint64_t fork_gen;
-    uint32_t slot;
-    int attached;
-    int closed;
-    int waiters; /* threads inside a GIL-free section on this handle */
-    module_state *st;
-    PyObject *weakreflist;
-    PyObject *dict;
 } EvObject;
 
 static _Thread_local uint32_t ev_tl_tid;
@@ -60,210 +48,76 @@ static uint32_t ev_tid(void)
     return ev_tl_tid;
 }
 
-static void ev_maybe_release(EvObject *self)
-{
-    if (self->has_buf && self->closed && self->waiters == 0) {
-        self->has_buf = 0;
-        self->hdr = NULL;
-        self->area = NULL;
-        PyBuffer_Release(&self->buf);
-    }
-}
-
-/* After a GIL-free section: Closed if another thread closed the handle. */
-static int ev_closed_meanwhile(EvObject *self)
-{
-    if (!self->closed)
-        return 0;
-    PyErr_SetString(self->st->Closed, "this handle was closed while in use");
-    ev_maybe_release(self);
-    return 1;
-}
-
-static PyObject *ev_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
-{
-    (void)args;
-    (void)kwds;
-    EvObject *self = (EvObject *)type->tp_alloc(type, 0);
-    if (self == NULL)
-        return NULL;
-    self->st = state_of_type(type);
-    if (self->st == NULL) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    self->closed = 1; /* until _bind */
-    return (PyObject *)self;
-}
-
 /* Free the attach slots of dead processes.  An event's dead slots first give
  * their sleepers back (il_event_recover_sleepers), and a slot that still has
  * sleepers is never freed: a new process claiming it would make them look
  * alive for good.  The liveness check comes first: a dead process changes
  * nothing any more, so what is checked after it stays true. */
-static void ev_reclaim_slots(EvObject *self)
+static void ev_reclaim_slots(il_handle *h)
 {
-    if (self->hdr->kind != IL_KIND_EVENT) {
-        il_seg_reclaim_plain(self->hdr);
+    EvObject *self = (EvObject *)h;
+    if (self->base.hdr->kind != IL_KIND_EVENT) {
+        il_seg_reclaim_plain(self->base.hdr);
         return;
     }
     il_event *e = (il_event *)self->area;
-    il_event_recover_sleepers(e, self->hdr);
-    uint32_t n = self->hdr->nslots > IL_SEG_SLOTS ? IL_SEG_SLOTS : self->hdr->nslots;
+    il_event_recover_sleepers(e, self->base.hdr);
+    uint32_t n = self->base.hdr->nslots > IL_SEG_SLOTS ? IL_SEG_SLOTS : self->base.hdr->nslots;
     for (uint32_t i = 0; i < n; i++) {
-        uint64_t w = atomic_load_explicit(&self->hdr->slots[i].ident, memory_order_acquire);
+        uint64_t w = atomic_load_explicit(&self->base.hdr->slots[i].ident, memory_order_acquire);
         if (w == 0 || il_ident_alive(w) || il_event_slot_sleepers(e, i) != 0)
             continue;
-        atomic_compare_exchange_strong_explicit(&self->hdr->slots[i].ident, &w, 0,
+        atomic_compare_exchange_strong_explicit(&self->base.hdr->slots[i].ident, &w, 0,
                                                 memory_order_acq_rel, memory_order_relaxed);
     }
 }
 
-static int ev_attach(EvObject *self)
+static void ev_unbound(il_handle *h) { ((EvObject *)h)->area = NULL; }
+
+static const il_handle_ops ev_ops = {
+    .closed_msg = "this handle is closed",
+    .closed_meanwhile_msg = "this handle was closed while in use",
+    .fork_gen = il_fork_generation,
+    .reclaim = ev_reclaim_slots,
+    .unbound = ev_unbound,
+};
+
+static PyObject *ev_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    self->ident = il_ident_self();
-    if (self->ident == 0) {
-        PyErr_SetString(PyExc_OSError, "cannot read this process's start time from /proc");
-        return -1;
-    }
-    self->fork_gen = il_fork_generation();
-    int rc = il_seg_attach(self->hdr, self->ident, 0, &self->slot);
-    if (rc == IL_NOSLOT) {
-        ev_reclaim_slots(self);
-        rc = il_seg_attach(self->hdr, self->ident, 0, &self->slot);
-    }
-    if (rc != IL_OK) {
-        PyErr_SetString(self->st->Busy, "the attach table is full of live users");
-        return -1;
-    }
-    self->attached = 1;
-    return 0;
+    (void)args;
+    (void)kwds;
+    return il_handle_new(type, &ev_ops);
 }
 
-static int ev_check(EvObject *self)
-{
-    if (self->closed || !self->has_buf) {
-        PyErr_SetString(self->st->Closed, "this handle is closed");
-        return -1;
-    }
-    if (self->fork_gen != il_fork_generation()) {
-        self->attached = 0;
-        if (ev_attach(self) < 0)
-            return -1;
-    }
-    return 0;
-}
-
-static void ev_unbind(EvObject *self)
-{
-    self->has_buf = 0;
-    self->hdr = NULL;
-    self->area = NULL;
-    PyBuffer_Release(&self->buf);
-}
+static int ev_check(EvObject *self) { return il_handle_check(&self->base, il_fork_generation()); }
 
 typedef int (*validate_fn)(const void *);
 
 static int ev_bind(EvObject *self, PyObject *buffer, size_t need, validate_fn validate)
 {
-    if (self->has_buf) {
-        PyErr_SetString(PyExc_RuntimeError, "handle already bound");
+    if (il_handle_get_buffer(&self->base, buffer, need) < 0)
         return -1;
-    }
-    if (PyObject_GetBuffer(buffer, &self->buf, PyBUF_WRITABLE) < 0)
-        return -1;
-    if ((size_t)self->buf.len < need) {
-        PyBuffer_Release(&self->buf);
-        PyErr_SetString(self->st->Corrupt, "the segment is too small for its kind");
-        return -1;
-    }
-    self->has_buf = 1;
-    self->hdr = (il_seg_header *)self->buf.buf;
-    self->area = (char *)self->buf.buf + IL_SEG_HEADER_SIZE;
+    self->area = (char *)self->base.buf.buf + IL_SEG_HEADER_SIZE;
     if (validate(self->area) != IL_OK) {
-        ev_unbind(self);
-        PyErr_SetString(self->st->Corrupt, "the segment's shared memory is not formatted");
+        il_handle_unbind(&self->base);
+        PyErr_SetString(self->base.st->Corrupt, "the segment's shared memory is not formatted");
         return -1;
     }
-    if (ev_attach(self) < 0) {
-        ev_unbind(self);
-        return -1;
-    }
-    self->closed = 0;
-    return 0;
-}
-
-static void ev_detach(EvObject *self)
-{
-    if (!self->has_buf || !self->attached || self->fork_gen != il_fork_generation())
-        return;
-    il_seg_detach(self->hdr, self->slot, self->ident);
-    self->attached = 0;
-}
-
-static PyObject *ev_close(EvObject *self, PyObject *Py_UNUSED(ignored))
-{
-    if (!self->closed) {
-        ev_detach(self);
-        self->closed = 1;
-    }
-    ev_maybe_release(self);
-    Py_RETURN_NONE;
+    return il_handle_open(&self->base);
 }
 
 static PyObject *ev_reclaim(EvObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (ev_check(self) < 0)
         return NULL;
-    self->waiters++;
+    self->base.busy++;
     Py_BEGIN_ALLOW_THREADS
-    ev_reclaim_slots(self);
+    ev_reclaim_slots(&self->base);
     Py_END_ALLOW_THREADS
-    self->waiters--;
-    ev_maybe_release(self);
+    self->base.busy--;
+    il_handle_maybe_release(&self->base);
     Py_RETURN_NONE;
 }
-
-static int ev_traverse(EvObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->dict);
-    return 0;
-}
-
-static int ev_clear(EvObject *self)
-{
-    Py_CLEAR(self->dict);
-    return 0;
-}
-
-static void ev_dealloc(EvObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (self->weakreflist)
-        PyObject_ClearWeakRefs((PyObject *)self);
-    if (!self->closed) {
-        ev_detach(self);
-        self->closed = 1;
-    }
-    if (self->has_buf)
-        ev_unbind(self);
-    Py_CLEAR(self->dict);
-    tp->tp_free((PyObject *)self);
-    Py_DECREF(tp);
-}
-
-static PyObject *ev_get_closed(EvObject *self, void *Py_UNUSED(closure))
-{
-    return PyBool_FromLong(self->closed);
-}
-
-static PyMemberDef ev_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(EvObject, weakreflist), READONLY, NULL},
-    {"__dictoffset__", T_PYSSIZET, offsetof(EvObject, dict), READONLY, NULL},
-    {NULL, 0, 0, 0, NULL},
-};
 
 /* One timeout argument (None: no limit). */
 static int one_timeout(const char *fname, PyObject *const *args, Py_ssize_t nargs,
@@ -355,25 +209,25 @@ static PyObject *event_wait(EvObject *self, PyObject *const *args, Py_ssize_t na
         if (recover)
             last_check = now;
         int rc;
-        self->waiters++;
+        self->base.busy++;
         Py_BEGIN_ALLOW_THREADS
         if (recover)
-            il_event_recover_sleepers(e, self->hdr);
-        rc = il_event_wait_slice(e, self->slot, snap, slice);
+            il_event_recover_sleepers(e, self->base.hdr);
+        rc = il_event_wait_slice(e, self->base.slot, snap, slice);
         Py_END_ALLOW_THREADS
-        self->waiters--;
+        self->base.busy--;
         if (rc == IL_OK) {
-            ev_maybe_release(self);
+            il_handle_maybe_release(&self->base);
             Py_RETURN_TRUE;
         }
         if ((rc == IL_EINTR || rc == IL_TIMEOUT) && PyErr_CheckSignals() < 0) {
-            ev_maybe_release(self);
+            il_handle_maybe_release(&self->base);
             return NULL;
         }
-        if (ev_closed_meanwhile(self))
+        if (il_handle_closed_meanwhile(&self->base))
             return NULL;
         if (rc == IL_INVALID) {
-            PyErr_SetString(self->st->InterlinkError, "event: futex wait failed");
+            PyErr_SetString(self->base.st->InterlinkError, "event: futex wait failed");
             return NULL;
         }
     }
@@ -381,7 +235,7 @@ static PyObject *event_wait(EvObject *self, PyObject *const *args, Py_ssize_t na
 
 static PyMethodDef event_methods[] = {
     {"_bind", (PyCFunction)event_bind, METH_O, "Attach to a formatted event segment."},
-    {"_close", (PyCFunction)ev_close, METH_NOARGS, "Detach this handle.  Idempotent."},
+    {"_close", il_handle_close, METH_NOARGS, "Detach this handle.  Idempotent."},
     {"_reclaim", (PyCFunction)ev_reclaim, METH_NOARGS, "Free dead processes' attach slots."},
     {"is_set", (PyCFunction)event_is_set, METH_NOARGS, "Whether the flag is set."},
     {"set", (PyCFunction)event_set, METH_NOARGS, "Set the flag, waking every waiter."},
@@ -393,19 +247,19 @@ static PyMethodDef event_methods[] = {
 };
 
 static PyGetSetDef ev_getset[] = {
-    {"closed", (getter)ev_get_closed, NULL, "Whether this handle is closed.", NULL},
+    {"closed", il_handle_get_closed, NULL, "Whether this handle is closed.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyType_Slot event_slots[] = {
     {Py_tp_doc, "The native half of interlink.Event."},
     {Py_tp_new, ev_new},
-    {Py_tp_dealloc, ev_dealloc},
-    {Py_tp_traverse, ev_traverse},
-    {Py_tp_clear, ev_clear},
+    {Py_tp_dealloc, il_handle_dealloc},
+    {Py_tp_traverse, il_handle_traverse},
+    {Py_tp_clear, il_handle_clear},
     {Py_tp_methods, event_methods},
     {Py_tp_getset, ev_getset},
-    {Py_tp_members, ev_members},
+    {Py_tp_members, il_handle_members},
     {0, NULL},
 };
 
@@ -435,9 +289,9 @@ static PyObject *cond_register(EvObject *self, PyObject *Py_UNUSED(ignored))
     if (ev_check(self) < 0)
         return NULL;
     uint32_t entry;
-    int rc = il_cond_register(CND(self), self->ident, ev_tid(), &entry);
+    int rc = il_cond_register(CND(self), self->base.ident, ev_tid(), &entry);
     if (rc != IL_OK) {
-        PyErr_Format(self->st->Busy, "more than %u threads wait on this condition",
+        PyErr_Format(self->base.st->Busy, "more than %u threads wait on this condition",
                      (unsigned)IL_COND_ENTRIES);
         return NULL;
     }
@@ -462,9 +316,9 @@ static PyObject *cond_cancel(EvObject *self, PyObject *arg)
     uint32_t entry;
     if (entry_arg(arg, &entry) < 0)
         return NULL;
-    if (self->closed || !self->has_buf)
+    if (self->base.closed || !self->base.has_buf)
         Py_RETURN_FALSE;
-    return PyBool_FromLong(il_cond_leave(CND(self), entry, self->ident));
+    return PyBool_FromLong(il_cond_leave(CND(self), entry, self->base.ident));
 }
 
 /* _wait(entry, timeout): sleep until notified or timeout; always frees the
@@ -484,32 +338,32 @@ static PyObject *cond_wait(EvObject *self, PyObject *args)
     int64_t deadline = deadline_for(timeout_ns);
     for (;;) {
         if (il_now_ns() >= deadline)
-            return PyBool_FromLong(il_cond_leave(c, entry, self->ident));
+            return PyBool_FromLong(il_cond_leave(c, entry, self->base.ident));
         int64_t slice = slice_for(deadline);
         int rc;
-        self->waiters++;
+        self->base.busy++;
         Py_BEGIN_ALLOW_THREADS
-        rc = il_cond_wait_slice(c, entry, self->ident, slice);
+        rc = il_cond_wait_slice(c, entry, self->base.ident, slice);
         Py_END_ALLOW_THREADS
-        self->waiters--;
+        self->base.busy--;
         if (rc == IL_OK) {
-            int notified = il_cond_leave(c, entry, self->ident);
-            ev_maybe_release(self);
+            int notified = il_cond_leave(c, entry, self->base.ident);
+            il_handle_maybe_release(&self->base);
             return PyBool_FromLong(notified);
         }
         if ((rc == IL_EINTR || rc == IL_TIMEOUT) && PyErr_CheckSignals() < 0) {
-            il_cond_leave(c, entry, self->ident);
-            ev_maybe_release(self);
+            il_cond_leave(c, entry, self->base.ident);
+            il_handle_maybe_release(&self->base);
             return NULL;
         }
-        if (self->closed) {
-            il_cond_leave(c, entry, self->ident);
-            ev_closed_meanwhile(self);
+        if (self->base.closed) {
+            il_cond_leave(c, entry, self->base.ident);
+            il_handle_closed_meanwhile(&self->base);
             return NULL;
         }
         if (rc == IL_INVALID) {
-            il_cond_leave(c, entry, self->ident);
-            PyErr_SetString(self->st->InterlinkError,
+            il_cond_leave(c, entry, self->base.ident);
+            PyErr_SetString(self->base.st->InterlinkError,
                             "condition: this waiter's entry was taken from it");
             return NULL;
         }
@@ -524,12 +378,12 @@ static PyObject *cond_notify(EvObject *self, PyObject *arg)
     if (ev_check(self) < 0)
         return NULL;
     uint32_t done;
-    self->waiters++;
+    self->base.busy++;
     Py_BEGIN_ALLOW_THREADS
-    done = il_cond_notify(CND(self), n, self->ident);
+    done = il_cond_notify(CND(self), n, self->base.ident);
     Py_END_ALLOW_THREADS
-    self->waiters--;
-    if (ev_closed_meanwhile(self))
+    self->base.busy--;
+    if (il_handle_closed_meanwhile(&self->base))
         return NULL;
     return PyLong_FromUnsignedLong(done);
 }
@@ -543,7 +397,7 @@ static PyObject *cond_waiters(EvObject *self, PyObject *Py_UNUSED(ignored))
 
 static PyMethodDef cond_methods[] = {
     {"_bind", (PyCFunction)cond_bind, METH_O, "Attach to a formatted condition segment."},
-    {"_close", (PyCFunction)ev_close, METH_NOARGS, "Detach this handle.  Idempotent."},
+    {"_close", il_handle_close, METH_NOARGS, "Detach this handle.  Idempotent."},
     {"_reclaim", (PyCFunction)ev_reclaim, METH_NOARGS, "Free dead processes' attach slots."},
     {"_register", (PyCFunction)cond_register, METH_NOARGS,
      "Register the calling thread as a waiter (lock held); returns its entry."},
@@ -560,12 +414,12 @@ static PyMethodDef cond_methods[] = {
 static PyType_Slot cond_slots[] = {
     {Py_tp_doc, "The native half of interlink.Condition."},
     {Py_tp_new, ev_new},
-    {Py_tp_dealloc, ev_dealloc},
-    {Py_tp_traverse, ev_traverse},
-    {Py_tp_clear, ev_clear},
+    {Py_tp_dealloc, il_handle_dealloc},
+    {Py_tp_traverse, il_handle_traverse},
+    {Py_tp_clear, il_handle_clear},
     {Py_tp_methods, cond_methods},
     {Py_tp_getset, ev_getset},
-    {Py_tp_members, ev_members},
+    {Py_tp_members, il_handle_members},
     {0, NULL},
 };
 
@@ -617,7 +471,7 @@ static int bar_token(EvObject *self, PyObject *tok, il_barrier_waiter *w)
     }
     memset(w, 0, sizeof *w);
     w->b = BAR(self);
-    w->ident = il_ident_bare(self->ident);
+    w->ident = il_ident_bare(self->base.ident);
     w->entry = (int32_t)entry;
     w->gen = (uint32_t)v;
     return 0;
@@ -630,27 +484,27 @@ static int bar_nap(EvObject *self, il_barrier_waiter *w, uint32_t snap, int64_t 
     il_barrier *b = BAR(self);
     int64_t slice = slice_for(deadline);
     int rc;
-    self->waiters++;
+    self->base.busy++;
     Py_BEGIN_ALLOW_THREADS
     rc = il_barrier_sleep(w, snap, slice);
     Py_END_ALLOW_THREADS
-    self->waiters--;
+    self->base.busy--;
     if ((rc == IL_EINTR || rc == IL_TIMEOUT) && PyErr_CheckSignals() < 0)
         return -1;
-    if (self->closed) {
-        PyErr_SetString(self->st->Closed, "this handle was closed while in use");
+    if (self->base.closed) {
+        PyErr_SetString(self->base.st->Closed, "this handle was closed while in use");
         return -1;
     }
     int64_t now = il_now_ns();
     if (now - *last_check >= IL_BARRIER_CHECK_NS) {
-        self->waiters++;
+        self->base.busy++;
         Py_BEGIN_ALLOW_THREADS
-        il_barrier_check(b, self->ident);
+        il_barrier_check(b, self->base.ident);
         Py_END_ALLOW_THREADS
-        self->waiters--;
+        self->base.busy--;
         *last_check = now;
-        if (self->closed) {
-            PyErr_SetString(self->st->Closed, "this handle was closed while in use");
+        if (self->base.closed) {
+            PyErr_SetString(self->base.st->Closed, "this handle was closed while in use");
             return -1;
         }
     }
@@ -669,9 +523,9 @@ static PyObject *bar_arrive(EvObject *self, PyObject *tobj)
         return NULL;
     il_barrier *b = BAR(self);
     il_barrier_waiter w;
-    int rc = il_barrier_enter(&w, b, self->ident, ev_tid());
+    int rc = il_barrier_enter(&w, b, self->base.ident, ev_tid());
     if (rc != IL_OK) {
-        PyErr_Format(self->st->Busy, "more than %u threads wait on this barrier",
+        PyErr_Format(self->base.st->Busy, "more than %u threads wait on this barrier",
                      (unsigned)IL_BARRIER_ENTRIES);
         return NULL;
     }
@@ -692,9 +546,9 @@ static PyObject *bar_arrive(EvObject *self, PyObject *tobj)
             return broken_error();
         }
         if (bar_nap(self, &w, snap, deadline, &last_check) < 0) {
-            if (!self->closed)
+            if (!self->base.closed)
                 il_barrier_leave(&w);
-            ev_maybe_release(self);
+            il_handle_maybe_release(&self->base);
             return NULL;
         }
     }
@@ -740,11 +594,11 @@ static PyObject *bar_await(EvObject *self, PyObject *args)
             return broken_error();
         }
         if (bar_nap(self, &w, snap, deadline, &last_check) < 0) {
-            if (!self->closed) {
+            if (!self->base.closed) {
                 il_barrier_break(b, w.gen);
                 il_barrier_leave(&w);
             }
-            ev_maybe_release(self);
+            il_handle_maybe_release(&self->base);
             return NULL;
         }
     }
@@ -758,13 +612,13 @@ static PyObject *bar_complete(EvObject *self, PyObject *tok)
     if (bar_token(self, tok, &w) < 0)
         return NULL;
     int rc;
-    self->waiters++;
+    self->base.busy++;
     Py_BEGIN_ALLOW_THREADS /* reads /proc once per waiting party */
     rc = il_barrier_complete(&w);
     Py_END_ALLOW_THREADS
-    self->waiters--;
-    il_barrier_leave(&w); /* the mapping stays until ev_maybe_release */
-    if (ev_closed_meanwhile(self))
+    self->base.busy--;
+    il_barrier_leave(&w); /* the mapping stays until il_handle_maybe_release */
+    if (il_handle_closed_meanwhile(&self->base))
         return NULL;
     if (rc != IL_OK)
         return broken_error();
@@ -823,7 +677,7 @@ static PyObject *bar_get_broken(EvObject *self, void *Py_UNUSED(closure))
 
 static PyMethodDef bar_methods[] = {
     {"_bind", (PyCFunction)bar_bind, METH_O, "Attach to a formatted barrier segment."},
-    {"_close", (PyCFunction)ev_close, METH_NOARGS, "Detach this handle.  Idempotent."},
+    {"_close", il_handle_close, METH_NOARGS, "Detach this handle.  Idempotent."},
     {"_reclaim", (PyCFunction)ev_reclaim, METH_NOARGS, "Free dead processes' attach slots."},
     {"_arrive", (PyCFunction)bar_arrive, METH_O,
      "_arrive(timeout) -> (index, last, token): count the calling thread in."},
@@ -840,7 +694,7 @@ static PyMethodDef bar_methods[] = {
 };
 
 static PyGetSetDef bar_getset[] = {
-    {"closed", (getter)ev_get_closed, NULL, "Whether this handle is closed.", NULL},
+    {"closed", il_handle_get_closed, NULL, "Whether this handle is closed.", NULL},
     {"parties", (getter)bar_get_parties, NULL, "Threads required to pass the barrier.", NULL},
     {"n_waiting", (getter)bar_get_n_waiting, NULL, "Threads waiting in the barrier now.", NULL},
     {"broken", (getter)bar_get_broken, NULL, "Whether the barrier is broken.", NULL},
@@ -850,12 +704,12 @@ static PyGetSetDef bar_getset[] = {
 static PyType_Slot bar_slots[] = {
     {Py_tp_doc, "The native half of interlink.Barrier."},
     {Py_tp_new, ev_new},
-    {Py_tp_dealloc, ev_dealloc},
-    {Py_tp_traverse, ev_traverse},
-    {Py_tp_clear, ev_clear},
+    {Py_tp_dealloc, il_handle_dealloc},
+    {Py_tp_traverse, il_handle_traverse},
+    {Py_tp_clear, il_handle_clear},
     {Py_tp_methods, bar_methods},
     {Py_tp_getset, bar_getset},
-    {Py_tp_members, ev_members},
+    {Py_tp_members, il_handle_members},
     {0, NULL},
 };
 

@@ -33,42 +33,23 @@
 #define Q_SPIN_MAX_NS 100000LL
 
 typedef struct {
-    PyObject_HEAD
-    Py_buffer buf;
-    int has_buf;
-    il_seg_header *hdr;
+    il_handle base;  /* base.live: QueueMessage objects that view the mapping */
     il_qh h;
-    uint64_t ident;
-    uint64_t fork_gen;
-    uint32_t slot;
-    int attached;
-    int closed;
-    int busy;        /* threads inside a GIL-free section on this handle */
-    Py_ssize_t live; /* QueueMessage objects that view the mapping */
     int64_t spin_ns; /* adaptive spin of a consumer before it registers and sleeps */
     /* The object path (_fast_setup; docs/design/queue.md section 7): small
      * pickles are framed on put and unframed on get here, in one call;
      * everything else is handed to the Queue's own Python path. */
-    PyObject *f_dumps;      /* pickle.dumps, or NULL: _put_obj always defers */
+    il_pickler pk;          /* pk.dumps NULL: _put_obj always defers */
     PyObject *f_loads;      /* pickle.loads, or NULL: _get_obj hands every record to f_decode */
-    PyObject *f_codec;      /* the codec (a PickleCodec's `_watch` hint) */
-    PyObject *f_watch_name; /* "_watch" */
     PyObject *f_encode_name; /* "encode" */
-    PyObject *f_watch;      /* stored in codec._watch after a big pickle */
-    PyObject *f_proto;      /* the int 5 (pickle protocol) */
     PyObject *f_decode;     /* record -> object: every record the fast path does not take */
     PyObject *f_errors;     /* payload parser errors: reported as Corrupt */
-    PyObject *f_enc_error;  /* (obj, exc) -> EncodeError */
     PyObject *f_owner;      /* weak reference to the Queue (no cycle) */
     PyObject *f_put_slow;   /* (queue, obj, block, timeout, priority): the Python put */
     PyObject *f_get_slow;   /* (queue, block, timeout): the Python get */
     PyObject *f_closed;     /* exception type raised when the Queue is gone */
     int f_defer;            /* _put_obj / _get_obj always defer (e.g. a sync="always" queue) */
-    Py_ssize_t f_limit;     /* pickles at least this long go through the codec */
     uint8_t f_tail[8];      /* the codec's trailer of a plain pickle record */
-    module_state *st;
-    PyObject *weakreflist;
-    PyObject *dict;
 } QObject;
 
 typedef struct {
@@ -88,161 +69,71 @@ static PyTypeObject *g_qmsg_type; /* set by il_queue_exec (a strong reference) *
 /* handle life cycle                                                       */
 /* ======================================================================= */
 
-static void q_maybe_release(QObject *self)
-{
-    if (self->has_buf && self->closed && self->busy == 0 && self->live == 0) {
-        self->has_buf = 0;
-        self->hdr = NULL;
-        PyBuffer_Release(&self->buf);
-    }
-}
+static void q_free_extra(il_handle *h);
 
-static int q_closed_meanwhile(QObject *self)
-{
-    if (!self->closed)
-        return 0;
-    PyErr_SetString(self->st->Closed, "this queue handle was closed while in use");
-    q_maybe_release(self);
-    return 1;
-}
+static const il_handle_ops q_ops = {
+    .closed_msg = "this queue handle is closed",
+    .closed_meanwhile_msg = "this queue handle was closed while in use",
+    .fork_gen = il_fork_generation,
+    .free_extra = q_free_extra,
+};
 
 static PyObject *q_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     (void)args;
     (void)kwds;
-    QObject *self = (QObject *)type->tp_alloc(type, 0);
-    if (self == NULL)
-        return NULL;
-    self->st = state_of_type(type);
-    if (self->st == NULL) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    self->closed = 1; /* until _bind */
-    self->spin_ns = 20000;
+    QObject *self = (QObject *)il_handle_new(type, &q_ops);
+    if (self != NULL)
+        self->spin_ns = 20000;
     return (PyObject *)self;
 }
 
-static int q_attach(QObject *self)
-{
-    self->ident = il_ident_self();
-    if (self->ident == 0) {
-        PyErr_SetString(PyExc_OSError, "cannot read this process's start time from /proc");
-        return -1;
-    }
-    self->fork_gen = il_fork_generation();
-    int rc = il_seg_attach(self->hdr, self->ident, 0, &self->slot);
-    if (rc == IL_NOSLOT) {
-        il_seg_reclaim_plain(self->hdr);
-        rc = il_seg_attach(self->hdr, self->ident, 0, &self->slot);
-    }
-    if (rc != IL_OK) {
-        PyErr_SetString(self->st->Busy, "the attach table is full of live users");
-        return -1;
-    }
-    self->attached = 1;
-    return 0;
-}
-
-static int q_check(QObject *self)
-{
-    if (self->closed || !self->has_buf) {
-        PyErr_SetString(self->st->Closed, "this queue handle is closed");
-        return -1;
-    }
-    if (self->fork_gen != il_fork_generation()) {
-        /* a forked child: a new user with its own identity */
-        self->attached = 0;
-        if (q_attach(self) < 0)
-            return -1;
-    }
-    return 0;
-}
+/* Refuse a closed handle; a forked child attaches as a new user. */
+static int q_check(QObject *self) { return il_handle_check(&self->base, il_fork_generation()); }
 
 static PyObject *q_bind(QObject *self, PyObject *buffer)
 {
-    if (self->has_buf) {
-        PyErr_SetString(PyExc_RuntimeError, "handle already bound");
+    if (il_handle_get_buffer(&self->base, buffer, 0) < 0)
         return NULL;
-    }
-    if (PyObject_GetBuffer(buffer, &self->buf, PyBUF_WRITABLE) < 0)
-        return NULL;
-    self->has_buf = 1;
-    self->hdr = (il_seg_header *)self->buf.buf;
     int rc = IL_CORRUPT;
-    if ((size_t)self->buf.len > IL_SEG_HEADER_SIZE)
-        rc = il_q_attach(&self->h, (char *)self->buf.buf + IL_SEG_HEADER_SIZE,
-                         (uint64_t)self->buf.len - IL_SEG_HEADER_SIZE);
+    if ((size_t)self->base.buf.len > IL_SEG_HEADER_SIZE)
+        rc = il_q_attach(&self->h, (char *)self->base.buf.buf + IL_SEG_HEADER_SIZE,
+                         (uint64_t)self->base.buf.len - IL_SEG_HEADER_SIZE);
     if (rc != IL_OK) {
-        self->has_buf = 0;
-        self->hdr = NULL;
-        PyBuffer_Release(&self->buf);
-        PyErr_SetString(self->st->Corrupt, rc == IL_INFLIGHT
-                                               ? "the queue segment is not formatted"
-                                               : "the queue segment failed its consistency check");
+        il_handle_unbind(&self->base);
+        PyErr_SetString(self->base.st->Corrupt,
+                        rc == IL_INFLIGHT ? "the queue segment is not formatted"
+                                          : "the queue segment failed its consistency check");
         return NULL;
     }
-    if (q_attach(self) < 0) {
-        self->has_buf = 0;
-        self->hdr = NULL;
-        PyBuffer_Release(&self->buf);
+    if (il_handle_open(&self->base) < 0)
         return NULL;
-    }
-    self->closed = 0;
-    Py_RETURN_NONE;
-}
-
-static void q_detach(QObject *self)
-{
-    if (!self->has_buf || !self->attached || self->fork_gen != il_fork_generation())
-        return;
-    il_seg_detach(self->hdr, self->slot, self->ident);
-    self->attached = 0;
-}
-
-static PyObject *q_close(QObject *self, PyObject *Py_UNUSED(ignored))
-{
-    if (!self->closed) {
-        q_detach(self);
-        self->closed = 1;
-    }
-    q_maybe_release(self);
     Py_RETURN_NONE;
 }
 
 static int q_traverse(QObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->dict);
-    Py_VISIT(self->f_dumps);
+    Py_VISIT(self->base.dict);
     Py_VISIT(self->f_loads);
-    Py_VISIT(self->f_codec);
-    Py_VISIT(self->f_watch_name);
     Py_VISIT(self->f_encode_name);
-    Py_VISIT(self->f_watch);
-    Py_VISIT(self->f_proto);
     Py_VISIT(self->f_decode);
     Py_VISIT(self->f_errors);
-    Py_VISIT(self->f_enc_error);
     Py_VISIT(self->f_owner);
     Py_VISIT(self->f_put_slow);
     Py_VISIT(self->f_get_slow);
     Py_VISIT(self->f_closed);
-    return 0;
+    return il_pickler_traverse(&self->pk, visit, arg);
 }
 
+/* The object path's references but the pickler's (il_pickler_set replaces
+ * that one). */
 static void q_fast_clear(QObject *self)
 {
-    Py_CLEAR(self->f_dumps);
     Py_CLEAR(self->f_loads);
-    Py_CLEAR(self->f_codec);
-    Py_CLEAR(self->f_watch_name);
     Py_CLEAR(self->f_encode_name);
-    Py_CLEAR(self->f_watch);
-    Py_CLEAR(self->f_proto);
     Py_CLEAR(self->f_decode);
     Py_CLEAR(self->f_errors);
-    Py_CLEAR(self->f_enc_error);
     Py_CLEAR(self->f_owner);
     Py_CLEAR(self->f_put_slow);
     Py_CLEAR(self->f_get_slow);
@@ -251,29 +142,16 @@ static void q_fast_clear(QObject *self)
 
 static int q_clear(QObject *self)
 {
-    Py_CLEAR(self->dict);
+    Py_CLEAR(self->base.dict);
+    il_pickler_clear(&self->pk);
     q_fast_clear(self);
     return 0;
 }
 
-static void q_dealloc(QObject *self)
+static void q_free_extra(il_handle *h)
 {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (self->weakreflist)
-        PyObject_ClearWeakRefs((PyObject *)self);
-    if (!self->closed) {
-        q_detach(self);
-        self->closed = 1;
-    }
-    if (self->has_buf) {
-        self->has_buf = 0;
-        PyBuffer_Release(&self->buf);
-    }
-    Py_CLEAR(self->dict);
-    q_fast_clear(self);
-    tp->tp_free((PyObject *)self);
-    Py_DECREF(tp);
+    il_pickler_clear(&((QObject *)h)->pk);
+    q_fast_clear((QObject *)h);
 }
 
 /* ======================================================================= */
@@ -282,7 +160,7 @@ static void q_dealloc(QObject *self)
 
 static PyObject *q_raise(QObject *self, int rc, const char *what)
 {
-    module_state *st = self->st;
+    module_state *st = self->base.st;
     switch (rc) {
     case IL_EMPTY:
     case IL_TIMEOUT:
@@ -345,17 +223,17 @@ static int q_drive(QObject *self, int kind, int retry_rc, int64_t timeout_ns,
         /* non-blocking: still get past a busy mutex, and give dead owners'
          * messages / room back if that is due */
         int did = 0;
-        self->busy++;
+        self->base.busy++;
         Py_BEGIN_ALLOW_THREADS
         if (rc == retry_rc && il_q_recover_due(&self->h, Q_RECOVER_INTERVAL_NS)) {
-            il_q_recover_dead(&self->h, self->ident, Q_SLICE_NS, NULL);
+            il_q_recover_dead(&self->h, self->base.ident, Q_SLICE_NS, NULL);
             did = 1;
         }
         if (rc != retry_rc || did)
             rc = attempt(self, ctx, Q_SLICE_NS);
         Py_END_ALLOW_THREADS
-        self->busy--;
-        if (q_closed_meanwhile(self))
+        self->base.busy--;
+        if (il_handle_closed_meanwhile(&self->base))
             return -1;
         if (rc == IL_BUSY || rc == IL_EINTR)
             rc = retry_rc;
@@ -366,7 +244,7 @@ static int q_drive(QObject *self, int kind, int retry_rc, int64_t timeout_ns,
     const int reg = retry_rc >= 0;
     il_q_waiter w;
     if (reg)
-        il_q_wait_begin(&w, &self->h, self->ident, kind);
+        il_q_wait_begin(&w, &self->h, self->base.ident, kind);
     if (kind == IL_Q_WAIT_GET && rc == IL_EMPTY) {
         /* A consumer first spins a little, GIL released, registered and
          * flagged as spinning: producers then make no wake syscall (a futex
@@ -375,7 +253,7 @@ static int q_drive(QObject *self, int kind, int retry_rc, int64_t timeout_ns,
          * pays, halved when not. */
         int64_t spin = self->spin_ns;
         int found = 0;
-        self->busy++;
+        self->base.busy++;
         Py_BEGIN_ALLOW_THREADS
         il_q_wait_spinning(&w, 1);
         int64_t until = il_now_ns() + spin;
@@ -391,10 +269,10 @@ static int q_drive(QObject *self, int kind, int retry_rc, int64_t timeout_ns,
         } while (il_now_ns() < until);
         il_q_wait_spinning(&w, 0); /* then the loop below retries before sleeping */
         Py_END_ALLOW_THREADS
-        self->busy--;
+        self->base.busy--;
         self->spin_ns = found ? (spin * 2 > Q_SPIN_MAX_NS ? Q_SPIN_MAX_NS : spin * 2)
                               : (spin / 2 < Q_SPIN_MIN_NS ? Q_SPIN_MIN_NS : spin / 2);
-        if (q_closed_meanwhile(self)) {
+        if (il_handle_closed_meanwhile(&self->base)) {
             il_q_wait_end(&w, 0);
             return -1;
         }
@@ -402,7 +280,7 @@ static int q_drive(QObject *self, int kind, int retry_rc, int64_t timeout_ns,
     for (;;) {
         int wrc = IL_OK;
         int64_t slice = q_slice(deadline);
-        self->busy++;
+        self->base.busy++;
         Py_BEGIN_ALLOW_THREADS
         rc = attempt(self, ctx, slice > 0 ? slice : 0);
         if (reg && rc == retry_rc) {
@@ -410,14 +288,14 @@ static int q_drive(QObject *self, int kind, int retry_rc, int64_t timeout_ns,
             if (slice > 0) {
                 wrc = il_q_wait_sleep(&w, slice);
                 if (wrc == IL_TIMEOUT && il_q_recover_due(&self->h, Q_RECOVER_INTERVAL_NS))
-                    il_q_recover_dead(&self->h, self->ident, Q_SLICE_NS, NULL);
+                    il_q_recover_dead(&self->h, self->base.ident, Q_SLICE_NS, NULL);
             }
         }
         Py_END_ALLOW_THREADS
-        self->busy--;
+        self->base.busy--;
         if (rc != IL_BUSY && rc != IL_EINTR && rc != retry_rc)
             break;
-        if (PyErr_CheckSignals() < 0 || q_closed_meanwhile(self)) {
+        if (PyErr_CheckSignals() < 0 || il_handle_closed_meanwhile(&self->base)) {
             if (reg)
                 il_q_wait_end(&w, 0);
             return -1;
@@ -443,13 +321,13 @@ static int q_finish(QObject *q, const il_q_msg *m, uint64_t ident, int nack)
     int rc = nack ? il_q_nack(&q->h, ident, m, 0) : il_q_release(&q->h, ident, m, 0);
     if (rc != IL_BUSY && rc != IL_EINTR)
         return rc;
-    q->busy++;
+    q->base.busy++;
     Py_BEGIN_ALLOW_THREADS
     do
         rc = nack ? il_q_nack(&q->h, ident, m, -1) : il_q_release(&q->h, ident, m, -1);
     while (rc == IL_EINTR || rc == IL_BUSY);
     Py_END_ALLOW_THREADS
-    q->busy--;
+    q->base.busy--;
     return rc;
 }
 
@@ -460,19 +338,19 @@ static void settle_many(QObject *q, const il_q_msg *ms, uint32_t n, int nack)
         return;
     if (nack) {
         for (uint32_t k = 0; k < n; k++)
-            q_finish(q, &ms[k], q->ident, 1);
+            q_finish(q, &ms[k], q->base.ident, 1);
         return;
     }
-    int rc = il_q_release_many(&q->h, q->ident, ms, n, 0);
+    int rc = il_q_release_many(&q->h, q->base.ident, ms, n, 0);
     if (rc != IL_BUSY && rc != IL_EINTR)
         return;
-    q->busy++;
+    q->base.busy++;
     Py_BEGIN_ALLOW_THREADS
     do
-        rc = il_q_release_many(&q->h, q->ident, ms, n, -1);
+        rc = il_q_release_many(&q->h, q->base.ident, ms, n, -1);
     while (rc == IL_BUSY || rc == IL_EINTR);
     Py_END_ALLOW_THREADS
-    q->busy--;
+    q->base.busy--;
 }
 
 static int qmsg_do_release(QMsgObject *m)
@@ -482,10 +360,10 @@ static int qmsg_do_release(QMsgObject *m)
     int rc = IL_OK;
     /* Only the process that took it can give it back; in a forked child the
      * entry still belongs to the parent. */
-    if (q->has_buf && il_ident_self() == m->ident)
+    if (q->base.has_buf && il_ident_self() == m->ident)
         rc = q_finish(q, &m->m, m->ident, m->nack);
-    q->live--;
-    q_maybe_release(q);
+    q->base.live--;
+    il_handle_maybe_release(&q->base);
     return rc;
 }
 
@@ -497,11 +375,11 @@ static QMsgObject *qmsg_make(QObject *q, const il_q_msg *m)
     o->q = (QObject *)Py_NewRef(q);
     o->m = *m;
     o->ptr = il_q_payload(&q->h, m);
-    o->ident = q->ident;
+    o->ident = q->base.ident;
     o->state = 0;
     o->nack = (q->h.flags & IL_Q_DURABLE) != 0; /* dropped unacked: back to the queue */
     o->exports = 0;
-    q->live++;
+    q->base.live++;
     return o;
 }
 
@@ -695,8 +573,8 @@ static int attempt_put(QObject *self, void *vctx, int64_t lock_ns)
 {
     put_ctx *c = vctx;
     uint32_t d = 0;
-    int rc = il_q_put_many(&self->h, self->ident, c->items + c->done, c->n - c->done, lock_ns,
-                           &d);
+    int rc = il_q_put_many(&self->h, self->base.ident, c->items + c->done, c->n - c->done,
+                           lock_ns, &d);
     c->done += d;
     return rc;
 }
@@ -711,7 +589,7 @@ typedef struct {
 static int attempt_reserve(QObject *self, void *vctx, int64_t lock_ns)
 {
     reserve_ctx *c = vctx;
-    return il_q_reserve(&self->h, self->ident, c->len, c->prio, c->tag, lock_ns, &c->m);
+    return il_q_reserve(&self->h, self->base.ident, c->len, c->prio, c->tag, lock_ns, &c->m);
 }
 
 static int parse_prio(PyObject *o, int32_t *out)
@@ -783,16 +661,16 @@ static int put_large(QObject *self, const void *data, uint64_t len, int32_t prio
     if (rc != IL_OK)
         return rc;
     void *dst = il_q_payload(&self->h, &c.m);
-    self->busy++;
+    self->base.busy++;
     Py_BEGIN_ALLOW_THREADS
     if (dst != NULL)
         memcpy(dst, data, (size_t)len);
     do
-        rc = dst != NULL ? il_q_commit(&self->h, self->ident, &c.m, -1)
-                         : il_q_abort(&self->h, self->ident, &c.m, -1);
+        rc = dst != NULL ? il_q_commit(&self->h, self->base.ident, &c.m, -1)
+                         : il_q_abort(&self->h, self->base.ident, &c.m, -1);
     while (rc == IL_EINTR || rc == IL_BUSY);
     Py_END_ALLOW_THREADS
-    self->busy--;
+    self->base.busy--;
     if (dst == NULL && rc == IL_OK)
         rc = IL_CORRUPT;
     return rc;
@@ -881,10 +759,11 @@ static PyObject *q_put_into(QObject *self, PyObject *const *args, Py_ssize_t nar
     void *dst = il_q_payload(&self->h, &c.m);
     int ok = 0;
     if (dst == NULL) {
-        PyErr_SetString(self->st->Corrupt, "the queue's shared memory failed a consistency check");
+        PyErr_SetString(self->base.st->Corrupt,
+                        "the queue's shared memory failed a consistency check");
     } else {
         /* the mapping must outlive the call even if the handle is closed meanwhile */
-        self->live++;
+        self->base.live++;
         PyObject *view = PyMemoryView_FromMemory((char *)dst, nbytes, PyBUF_WRITE);
         if (view != NULL) {
             PyObject *r = PyObject_CallOneArg(a[1], view);
@@ -902,7 +781,7 @@ static PyObject *q_put_into(QObject *self, PyObject *const *args, Py_ssize_t nar
                 PyErr_SetString(PyExc_BufferError,
                                 "_put_into: the writer kept a view of the reservation; "
                                 "it stays reserved until this process exits");
-                return NULL; /* self->live stays raised: the mapping stays */
+                return NULL; /* self->base.live stays raised: the mapping stays */
             }
             if (r != NULL) {
                 PyObject *rel = PyObject_CallMethod(view, "release", NULL);
@@ -912,26 +791,26 @@ static PyObject *q_put_into(QObject *self, PyObject *const *args, Py_ssize_t nar
             Py_XDECREF(r);
             Py_DECREF(view);
         }
-        self->live--;
+        self->base.live--;
     }
     /* a started reservation always ends: commit or abort */
     PyObject *et = NULL, *ev = NULL, *etb = NULL;
     if (!ok)
         PyErr_Fetch(&et, &ev, &etb);
-    self->busy++;
+    self->base.busy++;
     Py_BEGIN_ALLOW_THREADS
     do
-        rc = ok ? il_q_commit(&self->h, self->ident, &c.m, -1)
-                : il_q_abort(&self->h, self->ident, &c.m, -1);
+        rc = ok ? il_q_commit(&self->h, self->base.ident, &c.m, -1)
+                : il_q_abort(&self->h, self->base.ident, &c.m, -1);
     while (rc == IL_EINTR || rc == IL_BUSY);
     Py_END_ALLOW_THREADS
-    self->busy--;
+    self->base.busy--;
     if (!ok) {
         PyErr_Restore(et, ev, etb);
-        q_maybe_release(self);
+        il_handle_maybe_release(&self->base);
         return NULL;
     }
-    if (q_closed_meanwhile(self))
+    if (il_handle_closed_meanwhile(&self->base))
         return NULL;
     if (rc != IL_OK)
         return q_raise(self, rc, "put");
@@ -1042,7 +921,7 @@ typedef struct {
 static int attempt_take(QObject *self, void *vctx, int64_t lock_ns)
 {
     take_ctx *c = vctx;
-    return il_q_take(&self->h, self->ident, c->buf, c->buflen, lock_ns, &c->m);
+    return il_q_take(&self->h, self->base.ident, c->buf, c->buflen, lock_ns, &c->m);
 }
 
 /* bytes for a message copied out, a QueueMessage for one left TAKEN */
@@ -1052,7 +931,7 @@ static PyObject *deliver(QObject *self, const take_ctx *c)
         return PyBytes_FromStringAndSize((const char *)c->buf, (Py_ssize_t)c->m.len);
     QMsgObject *o = qmsg_make(self, &c->m);
     if (o == NULL) {
-        q_finish(self, &c->m, self->ident, (self->h.flags & IL_Q_DURABLE) != 0);
+        q_finish(self, &c->m, self->base.ident, (self->h.flags & IL_Q_DURABLE) != 0);
         return NULL;
     }
     if (o->ptr == NULL) {
@@ -1133,7 +1012,7 @@ typedef struct {
 static int attempt_take_many(QObject *self, void *vctx, int64_t lock_ns)
 {
     many_ctx *c = vctx;
-    return il_q_take_many(&self->h, self->ident, c->ms, c->n, lock_ns, &c->got);
+    return il_q_take_many(&self->h, self->base.ident, c->ms, c->n, lock_ns, &c->got);
 }
 
 PyDoc_STRVAR(q_get_many_doc,
@@ -1309,13 +1188,11 @@ static PyObject *q_fast_setup(QObject *self, PyObject *const *args, Py_ssize_t n
     int defer = a[13] != NULL ? PyObject_IsTrue(a[13]) : 0;
     if (defer < 0)
         return NULL;
-    PyObject *name = PyUnicode_InternFromString("_watch");
     PyObject *ename = PyUnicode_InternFromString("encode");
-    PyObject *proto = PyLong_FromLong(5);
-    if (name == NULL || ename == NULL || proto == NULL) {
-        Py_XDECREF(name);
-        Py_XDECREF(ename);
-        Py_XDECREF(proto);
+    if (ename == NULL)
+        return NULL;
+    if (il_pickler_set(&self->pk, a[4], a[7], dumps, lim, a[12]) < 0) {
+        Py_DECREF(ename);
         return NULL;
     }
     q_fast_clear(self);
@@ -1323,22 +1200,13 @@ static PyObject *q_fast_setup(QObject *self, PyObject *const *args, Py_ssize_t n
     self->f_put_slow = Py_NewRef(a[1]);
     self->f_get_slow = Py_NewRef(a[2]);
     self->f_closed = Py_NewRef(a[3]);
-    self->f_codec = Py_NewRef(a[4]);
     self->f_decode = Py_NewRef(a[5]);
     self->f_errors = Py_NewRef(a[6]);
-    self->f_enc_error = Py_NewRef(a[7]);
-    self->f_dumps = Py_XNewRef(dumps);
     self->f_loads = Py_XNewRef(loads);
-    self->f_watch_name = name;
     self->f_encode_name = ename;
-    self->f_watch = a[12] != NULL ? Py_NewRef(a[12]) : PyLong_FromLong(0);
-    self->f_proto = proto;
     self->f_defer = defer;
-    self->f_limit = lim;
     if (dumps || loads)
         memcpy(self->f_tail, PyBytes_AS_STRING(a[10]), 8);
-    if (self->f_watch == NULL)
-        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -1346,7 +1214,7 @@ static PyObject *q_fast_setup(QObject *self, PyObject *const *args, Py_ssize_t n
 static PyObject *fast_owner(QObject *self)
 {
     if (self->f_owner == NULL) {
-        PyErr_SetString(self->st->Closed, "this queue handle is not set up for objects");
+        PyErr_SetString(self->base.st->Closed, "this queue handle is not set up for objects");
         return NULL;
     }
     PyObject *q = PyObject_CallNoArgs(self->f_owner);
@@ -1394,16 +1262,6 @@ static PyObject *get_slow(QObject *self, PyObject *const *args, Py_ssize_t nargs
     return r;
 }
 
-/* dumps failed: MemoryError and non-Exception exceptions propagate as they
- * are, others become encode_error(obj, exc) raised from exc. */
-static void encode_failed(QObject *self, PyObject *obj)
-{
-    if (PyErr_ExceptionMatches(PyExc_MemoryError) || !PyErr_ExceptionMatches(PyExc_Exception))
-        return;
-    PyObject *cause = il_fetch_exc();
-    il_raise_from(PyObject_CallFunctionObjArgs(self->f_enc_error, obj, cause, NULL), cause);
-}
-
 /* Pickle `obj` as PickleCodec.encode would without a buffer callback: 1 and
  * *data (a pickle shorter than the limit: the record is it + the tail); 0
  * when the codec must encode it (a raw bytes kind, the codec watching for
@@ -1412,35 +1270,13 @@ static void encode_failed(QObject *self, PyObject *obj)
 static int fast_pickle(QObject *self, PyObject *obj, PyObject **data)
 {
     /* the pickle codec sends these exact types unpickled (_codec._RAW_KINDS) */
-    if (self->f_dumps == NULL || Py_IS_TYPE(obj, &PyBytes_Type) ||
+    if (self->pk.dumps == NULL || Py_IS_TYPE(obj, &PyBytes_Type) ||
         Py_IS_TYPE(obj, &PyByteArray_Type) || Py_IS_TYPE(obj, &PyMemoryView_Type))
         return 0;
-    PyObject *w = PyObject_GetAttr(self->f_codec, self->f_watch_name);
-    if (w == NULL)
-        return -1;
-    int watching = PyObject_IsTrue(w);
-    Py_DECREF(w);
+    int watching = il_pickler_watching(&self->pk);
     if (watching != 0)
         return watching < 0 ? -1 : 0;
-    PyObject *pargs[2] = {obj, self->f_proto};
-    PyObject *d = PyObject_Vectorcall(self->f_dumps, pargs, 2, NULL);
-    if (d == NULL) {
-        encode_failed(self, obj);
-        return -1;
-    }
-    if (!PyBytes_Check(d)) {
-        Py_DECREF(d);
-        PyErr_SetString(PyExc_TypeError, "the fast path's dumps did not return bytes");
-        return -1;
-    }
-    if (PyBytes_GET_SIZE(d) >= self->f_limit) {
-        /* big enough to hold an out-of-band buffer: the codec pickles it
-         * again watching for them */
-        Py_DECREF(d);
-        return PyObject_SetAttr(self->f_codec, self->f_watch_name, self->f_watch) < 0 ? -1 : 0;
-    }
-    *data = d;
-    return 1;
+    return il_pickler_dumps(&self->pk, obj, data);
 }
 
 PyDoc_STRVAR(q_put_obj_doc,
@@ -1457,7 +1293,7 @@ static PyObject *q_put_obj(QObject *self, PyObject *const *args, Py_ssize_t narg
     PyObject *a[4];
     if (fast_args("put", args, nargs, kwnames, names, 1, a) < 0)
         return NULL;
-    if (self->closed || self->f_defer || self->f_dumps == NULL)
+    if (self->base.closed || self->f_defer || self->pk.dumps == NULL)
         return put_slow(self, a);
     PyObject *data;
     int got = fast_pickle(self, a[0], &data);
@@ -1467,7 +1303,7 @@ static PyObject *q_put_obj(QObject *self, PyObject *const *args, Py_ssize_t narg
         return put_slow(self, a);
     /* Checked after pickling: pickling runs Python code, which may close
      * this handle (and unmap the queue). */
-    if (self->closed) {
+    if (self->base.closed) {
         Py_DECREF(data);
         return put_slow(self, a); /* raises QueueClosed */
     }
@@ -1506,15 +1342,6 @@ static PyObject *q_put_obj(QObject *self, PyObject *const *args, Py_ssize_t narg
     Py_RETURN_NONE;
 }
 
-/* The current exception (a payload parser's) becomes Corrupt, raised from it. */
-static void corrupt_from_current(QObject *self)
-{
-    PyObject *cause = il_fetch_exc();
-    PyObject *msg = PyUnicode_FromFormat("pickle payload could not be decoded: %S", cause);
-    il_raise_from(msg ? PyObject_CallOneArg(self->st->Corrupt, msg) : NULL, cause);
-    Py_XDECREF(msg);
-}
-
 /* Unpickle the payload of a plain pickle record (the trailer checked). */
 static PyObject *fast_loads(QObject *self, const uint8_t *payload, Py_ssize_t n)
 {
@@ -1524,7 +1351,7 @@ static PyObject *fast_loads(QObject *self, const uint8_t *payload, Py_ssize_t n)
     PyObject *r = PyObject_CallOneArg(self->f_loads, b);
     Py_DECREF(b);
     if (r == NULL && PyErr_ExceptionMatches(self->f_errors))
-        corrupt_from_current(self);
+        il_corrupt_from_current(self->base.st);
     return r;
 }
 
@@ -1539,7 +1366,7 @@ PyDoc_STRVAR(q_get_obj_doc,
 static PyObject *q_get_obj(QObject *self, PyObject *const *args, Py_ssize_t nargs,
                            PyObject *kwnames)
 {
-    if (self->closed || self->f_defer)
+    if (self->base.closed || self->f_defer)
         return get_slow(self, args, nargs, kwnames);
     int64_t timeout_ns;
     if (parse_get_args("get", args, nargs, kwnames, &timeout_ns) < 0 || q_check(self) < 0)
@@ -1602,13 +1429,13 @@ static PyObject *q_get_many_obj(QObject *self, PyObject *const *args, Py_ssize_t
         return q_raise(self, rc, "get_many");
     int durable = (self->h.flags & IL_Q_DURABLE) != 0;
     /* The mapping stays while entries are held here, even if a finalizer
-     * run by an allocation closes the handle (q_maybe_release). */
-    self->busy++;
+     * run by an allocation closes the handle (il_handle_maybe_release). */
+    self->base.busy++;
     PyObject *list = PyList_New((Py_ssize_t)c.got);
     if (list == NULL) {
         settle_many(self, ms, c.got, durable); /* nothing delivered */
-        self->busy--;
-        q_maybe_release(self);
+        self->base.busy--;
+        il_handle_maybe_release(&self->base);
         return NULL;
     }
     /* Pass 1, no Python code runs: small payloads copied out (a plain pickle
@@ -1654,14 +1481,14 @@ static PyObject *q_get_many_obj(QObject *self, PyObject *const *args, Py_ssize_t
         for (uint32_t j = k + 1; j < c.got; j++)
             small[nsmall++] = ms[j];
         settle_many(self, small, nsmall, durable);
-        self->busy--;
+        self->base.busy--;
         Py_DECREF(list); /* items not yet set are NULL: fine for list dealloc */
-        q_maybe_release(self);
+        il_handle_maybe_release(&self->base);
         return NULL;
     }
     settle_many(self, small, nsmall, 0);
-    self->busy--;
-    q_maybe_release(self);
+    self->base.busy--;
+    il_handle_maybe_release(&self->base);
     /* Pass 2: decode in place (Python code runs; nothing here reads the
      * queue's memory any more). */
     for (k = 0; k < c.got; k++) {
@@ -1670,7 +1497,7 @@ static PyObject *q_get_many_obj(QObject *self, PyObject *const *args, Py_ssize_t
         if (plain[k]) {
             obj = PyObject_CallOneArg(self->f_loads, raw);
             if (obj == NULL && PyErr_ExceptionMatches(self->f_errors))
-                corrupt_from_current(self);
+                il_corrupt_from_current(self->base.st);
         } else if (self->f_decode != NULL) {
             obj = PyObject_CallOneArg(self->f_decode, raw);
         } else {
@@ -1705,7 +1532,7 @@ static PyObject *q_encode_many(QObject *self, PyObject *objs)
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *obj = PySequence_Fast_GET_ITEM(seq, i);
         PyObject *data = NULL, *rec = NULL;
-        int got = self->f_codec == NULL ? -2 : fast_pickle(self, obj, &data);
+        int got = self->pk.codec == NULL ? -2 : fast_pickle(self, obj, &data);
         if (got == 1) {
             Py_ssize_t n = PyBytes_GET_SIZE(data);
             rec = PyBytes_FromStringAndSize(NULL, n + 8);
@@ -1715,9 +1542,9 @@ static PyObject *q_encode_many(QObject *self, PyObject *objs)
             }
             Py_DECREF(data);
         } else if (got == 0) {
-            rec = PyObject_CallMethodOneArg(self->f_codec, self->f_encode_name, obj);
+            rec = PyObject_CallMethodOneArg(self->pk.codec, self->f_encode_name, obj);
         } else if (got == -2) {
-            PyErr_SetString(self->st->Closed, "this queue handle is not set up for objects");
+            PyErr_SetString(self->base.st->Closed, "this queue handle is not set up for objects");
         }
         if (rec == NULL) {
             Py_DECREF(out);
@@ -1740,7 +1567,7 @@ typedef struct {
 
 static int attempt_task_done(QObject *self, void *vctx, int64_t lock_ns)
 {
-    return il_q_task_done(&self->h, self->ident, ((td_ctx *)vctx)->n, lock_ns);
+    return il_q_task_done(&self->h, self->base.ident, ((td_ctx *)vctx)->n, lock_ns);
 }
 
 PyDoc_STRVAR(q_task_done_doc,
@@ -1899,9 +1726,9 @@ static int attempt_maint(QObject *self, void *vctx, int64_t lock_ns)
 {
     maint_ctx *c = vctx;
     switch (c->which) {
-    case 0: return il_q_recover_dead(&self->h, self->ident, lock_ns, &c->r);
-    case 1: return il_q_check(&self->h, self->ident, lock_ns);
-    default: return il_q_repair(&self->h, self->ident, lock_ns);
+    case 0: return il_q_recover_dead(&self->h, self->base.ident, lock_ns, &c->r);
+    case 1: return il_q_check(&self->h, self->base.ident, lock_ns);
+    default: return il_q_repair(&self->h, self->base.ident, lock_ns);
     }
 }
 
@@ -1999,37 +1826,26 @@ static PyObject *q_reboot_recover(QObject *self, PyObject *Py_UNUSED(ignored))
     return recovered_dict(&r);
 }
 
-static PyObject *q_get_closed(QObject *self, void *Py_UNUSED(c))
-{
-    return PyBool_FromLong(self->closed);
-}
-
 static PyObject *q_get_durable(QObject *self, void *Py_UNUSED(c))
 {
-    return PyBool_FromLong(self->has_buf && (self->h.flags & IL_Q_DURABLE) != 0);
+    return PyBool_FromLong(self->base.has_buf && (self->h.flags & IL_Q_DURABLE) != 0);
 }
 
 static PyObject *q_get_maxsize(QObject *self, void *Py_UNUSED(c))
 {
-    return PyLong_FromUnsignedLong(self->has_buf ? self->h.maxsize : 0);
+    return PyLong_FromUnsignedLong(self->base.has_buf ? self->h.maxsize : 0);
 }
 
 static PyObject *q_get_arena_bytes(QObject *self, void *Py_UNUSED(c))
 {
-    return U64(self->has_buf ? self->h.arena_bytes : 0);
+    return U64(self->base.has_buf ? self->h.arena_bytes : 0);
 }
-
-static PyMemberDef q_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(QObject, weakreflist), READONLY, NULL},
-    {"__dictoffset__", T_PYSSIZET, offsetof(QObject, dict), READONLY, NULL},
-    {NULL, 0, 0, 0, NULL},
-};
 
 #define FASTKW (METH_FASTCALL | METH_KEYWORDS)
 
 static PyMethodDef q_methods[] = {
     {"_bind", (PyCFunction)q_bind, METH_O, "Bind to a formatted queue segment."},
-    {"_close", (PyCFunction)q_close, METH_NOARGS, "Detach; the mapping is released when "
+    {"_close", il_handle_close, METH_NOARGS, "Detach; the mapping is released when "
                                                   "no message views it any more."},
     {"put", (PyCFunction)(void (*)(void))q_put, FASTKW, q_put_doc},
     {"put_many", (PyCFunction)(void (*)(void))q_put_many, FASTKW, q_put_many_doc},
@@ -2057,7 +1873,7 @@ static PyMethodDef q_methods[] = {
 };
 
 static PyGetSetDef q_getset[] = {
-    {"closed", (getter)q_get_closed, NULL, "Whether this handle is closed.", NULL},
+    {"closed", il_handle_get_closed, NULL, "Whether this handle is closed.", NULL},
     {"durable", (getter)q_get_durable, NULL, "Whether the queue redelivers unacked messages.",
      NULL},
     {"maxsize", (getter)q_get_maxsize, NULL, "Ready + in-progress puts allowed.", NULL},
@@ -2068,12 +1884,12 @@ static PyGetSetDef q_getset[] = {
 static PyType_Slot q_slots[] = {
     {Py_tp_doc, "The native half of interlink.Queue."},
     {Py_tp_new, q_new},
-    {Py_tp_dealloc, q_dealloc},
+    {Py_tp_dealloc, il_handle_dealloc},
     {Py_tp_traverse, q_traverse},
     {Py_tp_clear, q_clear},
     {Py_tp_methods, q_methods},
     {Py_tp_getset, q_getset},
-    {Py_tp_members, q_members},
+    {Py_tp_members, il_handle_members},
     {0, NULL},
 };
 

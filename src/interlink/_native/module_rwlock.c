@@ -37,25 +37,13 @@ typedef struct {
 } rw_hold;
 
 typedef struct {
-    PyObject_HEAD
-    Py_buffer buf;
-    int has_buf;
-    il_seg_header *hdr;
+    il_handle base;
     il_rw *rw;
-    uint64_t ident;
-    uint64_t fork_gen;
-    uint32_t slot;
-    int attached;
-    int closed;
     int owner_died;
-    int waiters;
     int64_t dd_after_ns; /* deadlock checks after a wait this long; 0 off */
     int64_t dd_every_ns; /* ... and then at most this often */
     rw_hold *holds;      /* per-thread read holds of this handle's slot */
     uint32_t nholds, capholds, lasthold;
-    module_state *st;
-    PyObject *weakreflist;
-    PyObject *dict;
 } RWObject;
 
 static _Thread_local uint32_t rw_tl_tid;
@@ -134,129 +122,94 @@ static int rw_hold_add(RWObject *self, uint32_t tid)
 
 static void rw_holds_clear(RWObject *self) { self->nholds = 0; }
 
-/* The calling thread's tid; self->fork_gen must be current (rw_check). */
+/* The calling thread's tid; self->base.fork_gen must be current (rw_check). */
 static inline uint32_t rw_tid(RWObject *self)
 {
-    if (rw_tl_tid != 0 && rw_tl_gen == self->fork_gen)
+    if (rw_tl_tid != 0 && rw_tl_gen == self->base.fork_gen)
         return rw_tl_tid;
     return rw_self_tid();
-}
-
-static void rw_unbind(RWObject *self)
-{
-    self->has_buf = 0;
-    self->hdr = NULL;
-    self->rw = NULL;
-    PyBuffer_Release(&self->buf);
-}
-
-static void rw_maybe_release_buffer(RWObject *self)
-{
-    if (self->has_buf && self->closed && self->waiters == 0)
-        rw_unbind(self);
-}
-
-static int rw_closed_meanwhile(RWObject *self)
-{
-    if (!self->closed)
-        return 0;
-    PyErr_SetString(self->st->Closed, "this handle was closed while in use");
-    rw_maybe_release_buffer(self);
-    return 1;
-}
-
-static PyObject *rw_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
-{
-    (void)args;
-    (void)kwds;
-    RWObject *self = (RWObject *)type->tp_alloc(type, 0);
-    if (self == NULL)
-        return NULL;
-    self->st = state_of_type(type);
-    if (self->st == NULL) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    self->closed = 1;
-    return (PyObject *)self;
 }
 
 /* Drop the read holds (and sleeping readers) of dead slots, then free dead
  * slots that hold none (a slot still charged with holds or sleepers is never
  * freed: a new process claiming it would inherit them). */
-static void rw_reclaim_slots(RWObject *self)
+static void rw_reclaim_slots(il_handle *h)
 {
-    il_rw_recover_readers(self->rw, self->hdr, self->slot);
-    uint32_t n = self->hdr->nslots > IL_SEG_SLOTS ? IL_SEG_SLOTS : self->hdr->nslots;
+    RWObject *self = (RWObject *)h;
+    il_rw_recover_readers(self->rw, self->base.hdr, self->base.slot);
+    uint32_t n = self->base.hdr->nslots > IL_SEG_SLOTS ? IL_SEG_SLOTS : self->base.hdr->nslots;
     for (uint32_t i = 0; i < n; i++) {
-        uint64_t w = atomic_load_explicit(&self->hdr->slots[i].ident, memory_order_acquire);
+        uint64_t w = atomic_load_explicit(&self->base.hdr->slots[i].ident, memory_order_acquire);
         if (w == 0 || il_ident_alive(il_ident_bare(w)) || il_rw_held(self->rw, i) != 0 ||
             il_rw_slot_sleepers(self->rw, i) != 0)
             continue;
-        atomic_compare_exchange_strong_explicit(&self->hdr->slots[i].ident, &w, 0,
+        atomic_compare_exchange_strong_explicit(&self->base.hdr->slots[i].ident, &w, 0,
                                                 memory_order_acq_rel, memory_order_relaxed);
     }
 }
 
-static int rw_attach(RWObject *self)
+/* A new slot: neither the read holds of this handle (a forked child holds
+ * nothing of its parent's) nor a dead previous owner's count of waiting
+ * readers are ours. */
+static void rw_attached(il_handle *h)
 {
-    self->ident = il_ident_self();
-    if (self->ident == 0) {
-        PyErr_SetString(PyExc_OSError, "cannot read this process's start time from /proc");
-        return -1;
-    }
-    self->fork_gen = il_fork_generation();
-    int rc = il_seg_attach(self->hdr, self->ident, 0, &self->slot);
-    if (rc == IL_NOSLOT) {
-        rw_reclaim_slots(self);
-        rc = il_seg_attach(self->hdr, self->ident, 0, &self->slot);
-    }
-    if (rc != IL_OK) {
-        PyErr_SetString(self->st->Busy, "the attach table is full of live users");
-        return -1;
-    }
-    self->attached = 1;
+    RWObject *self = (RWObject *)h;
     rw_holds_clear(self);
-    /* A new slot: a dead previous owner's count of waiting readers is not ours. */
-    atomic_store_explicit(&self->rw->rwaiting[self->slot], 0, memory_order_relaxed);
+    atomic_store_explicit(&self->rw->rwaiting[self->base.slot], 0, memory_order_relaxed);
+}
+
+static void rw_forked(il_handle *h) { ((RWObject *)h)->owner_died = 0; }
+
+/* Before detaching (this process only): read holds still charged to the slot
+ * are given back first: they would otherwise stay with a free slot. */
+static int rw_release_slot(il_handle *h)
+{
+    RWObject *self = (RWObject *)h;
+    if (!self->base.attached)
+        return 0;
+    while (il_rw_read_release(self->rw, self->base.slot) == IL_OK) {
+    }
+    rw_holds_clear(self);
     return 0;
 }
 
-static int rw_check(RWObject *self)
+static void rw_unbound(il_handle *h) { ((RWObject *)h)->rw = NULL; }
+
+static void rw_free_extra(il_handle *h)
 {
-    if (self->closed || !self->has_buf) {
-        PyErr_SetString(self->st->Closed, "this handle is closed");
-        return -1;
-    }
-    if (self->fork_gen != il_fork_generation()) {
-        self->attached = 0;
-        self->owner_died = 0;
-        if (rw_attach(self) < 0)
-            return -1;
-    }
-    return 0;
+    RWObject *self = (RWObject *)h;
+    PyMem_Free(self->holds);
+    self->holds = NULL;
 }
 
-/* Detach (this process only).  Read holds still charged to the slot are
- * given back first: they would otherwise stay with a free slot. */
-static void rw_detach(RWObject *self)
+static const il_handle_ops rw_ops = {
+    .closed_msg = "this handle is closed",
+    .closed_meanwhile_msg = "this handle was closed while in use",
+    .fork_gen = il_fork_generation,
+    .reclaim = rw_reclaim_slots,
+    .attached = rw_attached,
+    .forked = rw_forked,
+    .release_slot = rw_release_slot,
+    .unbound = rw_unbound,
+    .free_extra = rw_free_extra,
+};
+
+static PyObject *rw_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    if (!self->has_buf || !self->attached || self->fork_gen != il_fork_generation())
-        return;
-    while (il_rw_read_release(self->rw, self->slot) == IL_OK) {
-    }
-    rw_holds_clear(self);
-    il_seg_detach(self->hdr, self->slot, self->ident);
-    self->attached = 0;
+    (void)args;
+    (void)kwds;
+    return il_handle_new(type, &rw_ops);
 }
+
+static int rw_check(RWObject *self) { return il_handle_check(&self->base, il_fork_generation()); }
 
 static PyObject *rw_status_error(RWObject *self, int rc)
 {
     if (rc == IL_CORRUPT || rc == -IL_CORRUPT)
-        PyErr_SetString(self->st->Corrupt,
+        PyErr_SetString(self->base.st->Corrupt,
                         "the rwlock's shared memory failed a consistency check");
     else
-        PyErr_Format(self->st->InterlinkError, "rwlock: internal status %d", rc);
+        PyErr_Format(self->base.st->InterlinkError, "rwlock: internal status %d", rc);
     return NULL;
 }
 
@@ -264,13 +217,13 @@ static PyObject *rw_status_error(RWObject *self, int rc)
 static int rw_repair(RWObject *self)
 {
     int r;
-    self->waiters++;
+    self->base.busy++;
     Py_BEGIN_ALLOW_THREADS
     r = il_lock_check_owner(&self->rw->wlock, NULL);
-    il_rw_recover_readers(self->rw, self->hdr, self->slot);
+    il_rw_recover_readers(self->rw, self->base.hdr, self->base.slot);
     Py_END_ALLOW_THREADS
-    self->waiters--;
-    if (rw_closed_meanwhile(self))
+    self->base.busy--;
+    if (il_handle_closed_meanwhile(&self->base))
         return -1;
     if (r == -IL_CORRUPT) {
         rw_status_error(self, r);
@@ -315,7 +268,7 @@ static int rw_dd_hook(RWObject *self, rw_dd *dd, uint32_t tid, int write, int64_
     if (r == NULL)
         return -1;
     Py_DECREF(r);
-    return rw_closed_meanwhile(self) ? -1 : 0;
+    return il_handle_closed_meanwhile(&self->base) ? -1 : 0;
 }
 
 /* Withdraw the wait-for entry, keeping any exception of the wait. */
@@ -335,7 +288,7 @@ static void rw_dd_end(RWObject *self, rw_dd *dd, uint32_t tid)
 /* ---------------------------------------------------------------- readers */
 
 /* The blocking part of acquire_read: Py_True / Py_False (borrowed), or NULL
- * with an exception.  The caller holds self->waiters, so the buffer stays. */
+ * with an exception.  The caller holds self->base.busy, so the buffer stays. */
 static PyObject *rw_read_wait(RWObject *self, uint32_t tid, int64_t timeout_ns, rw_dd *dd)
 {
     il_rw *rw = self->rw;
@@ -352,12 +305,12 @@ static PyObject *rw_read_wait(RWObject *self, uint32_t tid, int64_t timeout_ns, 
         int64_t slice = deadline - now < RW_SLICE_NS ? deadline - now : RW_SLICE_NS;
         int rc;
         Py_BEGIN_ALLOW_THREADS
-        rc = il_rw_read_wait_slice(rw, self->slot, rq, slice);
+        rc = il_rw_read_wait_slice(rw, self->base.slot, rq, slice);
         Py_END_ALLOW_THREADS
         if (rc == IL_OK) {
-            if (self->closed) { /* acquired on a handle closed meanwhile: undo */
-                il_rw_read_release(rw, self->slot);
-                rw_closed_meanwhile(self);
+            if (self->base.closed) { /* acquired on a handle closed meanwhile: undo */
+                il_rw_read_release(rw, self->base.slot);
+                il_handle_closed_meanwhile(&self->base);
                 break;
             }
             result = Py_True;
@@ -365,7 +318,7 @@ static PyObject *rw_read_wait(RWObject *self, uint32_t tid, int64_t timeout_ns, 
         }
         if ((rc == IL_EINTR || rc == IL_TIMEOUT) && PyErr_CheckSignals() < 0)
             break;
-        if (rw_closed_meanwhile(self))
+        if (il_handle_closed_meanwhile(&self->base))
             break;
         if (rc != IL_BUSY && rc != IL_TIMEOUT && rc != IL_EINTR) {
             rw_status_error(self, rc);
@@ -379,13 +332,13 @@ static PyObject *rw_read_wait(RWObject *self, uint32_t tid, int64_t timeout_ns, 
         }
         if (rw_dd_due(self, dd, now)) {
             if (rq < 0)
-                rq = il_rw_rwait_claim(rw, self->ident, tid);
+                rq = il_rw_rwait_claim(rw, self->base.ident, tid);
             if (rq >= 0 && rw_dd_hook(self, dd, tid, 0, now) < 0)
                 break;
             dd->last = now;
         }
     }
-    il_rw_rwait_release(rw, rq, self->ident);
+    il_rw_rwait_release(rw, rq, self->base.ident);
     return result;
 }
 
@@ -395,12 +348,12 @@ static PyObject *rw_acquire_read_ns(RWObject *self, int64_t timeout_ns)
         return NULL;
     il_rw *rw = self->rw;
     uint32_t tid = rw_tid(self);
-    int rc = il_rw_read_try(rw, self->slot);
+    int rc = il_rw_read_try(rw, self->base.slot);
     if (rc == IL_BUSY && timeout_ns == 0) {
         int r = rw_repair(self);
         if (r < 0)
             return NULL;
-        rc = il_rw_read_try(rw, self->slot);
+        rc = il_rw_read_try(rw, self->base.slot);
         if (rc == IL_BUSY)
             Py_RETURN_FALSE;
     }
@@ -412,19 +365,19 @@ static PyObject *rw_acquire_read_ns(RWObject *self, int64_t timeout_ns)
     } else {
         rw_dd dd;
         rw_dd_begin(&dd);
-        uint32_t slot = self->slot;
-        self->waiters++;
+        uint32_t slot = self->base.slot;
+        self->base.busy++;
         atomic_fetch_add_explicit(&rw->rwaiting[slot], 1, memory_order_relaxed);
         result = rw_read_wait(self, tid, timeout_ns, &dd);
         atomic_fetch_sub_explicit(&rw->rwaiting[slot], 1, memory_order_relaxed);
-        self->waiters--;
+        self->base.busy--;
         rw_dd_end(self, &dd, tid);
-        rw_maybe_release_buffer(self);
+        il_handle_maybe_release(&self->base);
         if (result != Py_True)
             return result == NULL ? NULL : Py_NewRef(result);
     }
     if (rw_hold_add(self, tid) < 0) {
-        il_rw_read_release(rw, self->slot);
+        il_rw_read_release(rw, self->base.slot);
         return NULL;
     }
     Py_RETURN_TRUE;
@@ -454,7 +407,7 @@ static PyObject *rw_release_read(RWObject *self, PyObject *Py_UNUSED(ignored))
     if (rw_check(self) < 0)
         return NULL;
     rw_hold *h = rw_hold_find(self, rw_tid(self));
-    if (h == NULL || h->count == 0 || il_rw_read_release(self->rw, self->slot) != IL_OK) {
+    if (h == NULL || h->count == 0 || il_rw_read_release(self->rw, self->base.slot) != IL_OK) {
         PyErr_SetString(PyExc_RuntimeError,
                         "release_read of an un-acquired read lock (a read side is released "
                         "by the thread that took it, through the same handle)");
@@ -467,21 +420,21 @@ static PyObject *rw_release_read(RWObject *self, PyObject *Py_UNUSED(ignored))
 /* ---------------------------------------------------------------- writers */
 
 /* Take wlock (the writers' FIFO queue).  IL_OK / IL_OWNERDIED / IL_TIMEOUT,
- * or -1 with an exception.  The caller holds self->waiters. */
+ * or -1 with an exception.  The caller holds self->base.busy. */
 static int rw_take_wlock(RWObject *self, uint32_t tid, int64_t deadline, rw_dd *dd)
 {
     il_lock *l = &self->rw->wlock;
-    int rc = il_lock_try(l, self->ident, tid, 0);
+    int rc = il_lock_try(l, self->base.ident, tid, 0);
     if (rc != IL_BUSY)
         return rc;
     if (deadline <= il_now_ns()) {
         if (rw_repair(self) < 0)
             return -1;
-        rc = il_lock_try(l, self->ident, tid, 0);
+        rc = il_lock_try(l, self->base.ident, tid, 0);
         return rc == IL_BUSY ? IL_TIMEOUT : rc;
     }
     il_lock_waiter w;
-    il_lock_wait_begin(&w, l, self->ident, tid, 0);
+    il_lock_wait_begin(&w, l, self->base.ident, tid, 0);
     int64_t last_check = il_now_ns();
     for (;;) {
         rc = il_lock_wait_poll(&w);
@@ -502,7 +455,7 @@ static int rw_take_wlock(RWObject *self, uint32_t tid, int64_t deadline, rw_dd *
             rc = -1;
             break;
         }
-        if (rw_closed_meanwhile(self)) {
+        if (il_handle_closed_meanwhile(&self->base)) {
             rc = -1;
             break;
         }
@@ -517,7 +470,7 @@ static int rw_take_wlock(RWObject *self, uint32_t tid, int64_t deadline, rw_dd *
             Py_BEGIN_ALLOW_THREADS
             r = il_lock_check_owner(l, &w);
             Py_END_ALLOW_THREADS
-            if (rw_closed_meanwhile(self)) {
+            if (il_handle_closed_meanwhile(&self->base)) {
                 rc = -1;
                 break;
             }
@@ -540,7 +493,7 @@ static int rw_take_wlock(RWObject *self, uint32_t tid, int64_t deadline, rw_dd *
 }
 
 /* Holding wlock: wait for the readers to drain.  IL_OK, IL_TIMEOUT, or -1.
- * The caller holds self->waiters. */
+ * The caller holds self->base.busy. */
 static int rw_drain(RWObject *self, uint32_t tid, int64_t deadline, rw_dd *dd)
 {
     il_rw *rw = self->rw;
@@ -564,7 +517,7 @@ static int rw_drain(RWObject *self, uint32_t tid, int64_t deadline, rw_dd *dd)
             return IL_OK;
         if ((rc == IL_EINTR || rc == IL_TIMEOUT) && PyErr_CheckSignals() < 0)
             return -1;
-        if (rw_closed_meanwhile(self))
+        if (il_handle_closed_meanwhile(&self->base))
             return -1;
         now = il_now_ns();
         if (rc == IL_TIMEOUT || now - last_check >= RW_SLICE_NS) {
@@ -578,7 +531,7 @@ static int rw_drain(RWObject *self, uint32_t tid, int64_t deadline, rw_dd *dd)
 }
 
 /* acquire_write proper: Py_True / Py_False (new references) or NULL.  The
- * caller holds self->waiters. */
+ * caller holds self->base.busy. */
 static PyObject *rw_write_wait(RWObject *self, uint32_t tid, int64_t timeout_ns, rw_dd *dd)
 {
     int64_t deadline = timeout_ns == 0 ? 0 : deadline_for(timeout_ns);
@@ -593,7 +546,7 @@ static PyObject *rw_write_wait(RWObject *self, uint32_t tid, int64_t timeout_ns,
     int drc = rw_drain(self, tid, deadline, dd);
     if (drc != IL_OK) {
         /* Give the write side back (the owner-died news with it). */
-        il_rw_write_release(self->rw, self->ident, tid);
+        il_rw_write_release(self->rw, self->base.ident, tid);
         if (drc < 0)
             return NULL;
         Py_RETURN_FALSE;
@@ -603,7 +556,7 @@ static PyObject *rw_write_wait(RWObject *self, uint32_t tid, int64_t timeout_ns,
     if (died) {
         PyObject *r = PyObject_CallMethod((PyObject *)self, "_owner_died_hook", NULL);
         if (r == NULL) {
-            il_rw_write_release(self->rw, self->ident, tid);
+            il_rw_write_release(self->rw, self->base.ident, tid);
             return NULL;
         }
         Py_DECREF(r);
@@ -626,11 +579,11 @@ static PyObject *rw_acquire_write_ns(RWObject *self, int64_t timeout_ns)
     }
     rw_dd dd;
     rw_dd_begin(&dd);
-    self->waiters++;
+    self->base.busy++;
     PyObject *result = rw_write_wait(self, tid, timeout_ns, &dd);
-    self->waiters--;
+    self->base.busy--;
     rw_dd_end(self, &dd, tid);
-    rw_maybe_release_buffer(self);
+    il_handle_maybe_release(&self->base);
     return result;
 }
 
@@ -657,7 +610,7 @@ static PyObject *rw_release_write(RWObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (rw_check(self) < 0)
         return NULL;
-    if (il_rw_write_release(self->rw, self->ident, rw_self_tid()) != IL_OK) {
+    if (il_rw_write_release(self->rw, self->base.ident, rw_self_tid()) != IL_OK) {
         PyErr_SetString(PyExc_RuntimeError, "release_write of an un-acquired write lock");
         return NULL;
     }
@@ -668,40 +621,17 @@ static PyObject *rw_release_write(RWObject *self, PyObject *Py_UNUSED(ignored))
 
 static PyObject *rw_bind(RWObject *self, PyObject *buffer)
 {
-    if (self->has_buf) {
-        PyErr_SetString(PyExc_RuntimeError, "handle already bound");
+    if (il_handle_get_buffer(&self->base, buffer, RW_SEGMENT_SIZE) < 0)
         return NULL;
-    }
-    if (PyObject_GetBuffer(buffer, &self->buf, PyBUF_WRITABLE) < 0)
-        return NULL;
-    self->has_buf = 1;
-    if ((size_t)self->buf.len < RW_SEGMENT_SIZE) {
-        rw_unbind(self);
-        PyErr_SetString(self->st->Corrupt, "the segment is too small for its kind");
-        return NULL;
-    }
-    self->hdr = (il_seg_header *)self->buf.buf;
-    self->rw = (il_rw *)((char *)self->buf.buf + IL_SEG_HEADER_SIZE);
+    self->rw = (il_rw *)((char *)self->base.buf.buf + IL_SEG_HEADER_SIZE);
     if (il_rw_validate(self->rw) != IL_OK) {
-        rw_unbind(self);
-        PyErr_SetString(self->st->Corrupt, "the rwlock's shared memory is not a formatted rwlock");
+        il_handle_unbind(&self->base);
+        PyErr_SetString(self->base.st->Corrupt,
+                        "the rwlock's shared memory is not a formatted rwlock");
         return NULL;
     }
-    if (rw_attach(self) < 0) {
-        rw_unbind(self);
+    if (il_handle_open(&self->base) < 0)
         return NULL;
-    }
-    self->closed = 0;
-    Py_RETURN_NONE;
-}
-
-static PyObject *rw_close(RWObject *self, PyObject *Py_UNUSED(ignored))
-{
-    if (!self->closed) {
-        rw_detach(self);
-        self->closed = 1;
-    }
-    rw_maybe_release_buffer(self);
     Py_RETURN_NONE;
 }
 
@@ -709,12 +639,12 @@ static PyObject *rw_reclaim(RWObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (rw_check(self) < 0)
         return NULL;
-    self->waiters++;
+    self->base.busy++;
     Py_BEGIN_ALLOW_THREADS
-    rw_reclaim_slots(self);
+    rw_reclaim_slots(&self->base);
     Py_END_ALLOW_THREADS
-    self->waiters--;
-    rw_maybe_release_buffer(self);
+    self->base.busy--;
+    il_handle_maybe_release(&self->base);
     Py_RETURN_NONE;
 }
 
@@ -740,7 +670,7 @@ static PyObject *rw_stats(RWObject *self, PyObject *Py_UNUSED(ignored))
     return Py_BuildValue(
         "{s:I,s:I,s:I,s:I,s:I,s:I,s:K,s:K,s:K,s:K}", "writer_pid",
         hid ? (unsigned)il_ident_pid(hid) : 0u, "writer_tid", (unsigned)htid, "readers",
-        il_rw_readers(rw), "held", il_rw_held(rw, self->slot), "waiting_readers",
+        il_rw_readers(rw), "held", il_rw_held(rw, self->base.slot), "waiting_readers",
         il_rw_waiting_readers(rw), "waiting_writers",
         il_lock_waiters(&rw->wlock), "read_acquisitions",
         (unsigned long long)atomic_load_explicit(&rw->racq, memory_order_relaxed),
@@ -774,21 +704,16 @@ static PyObject *rw_read_holds(RWObject *self, PyObject *arg)
     unsigned long tid = PyLong_AsUnsignedLong(arg);
     if (tid == (unsigned long)-1 && PyErr_Occurred())
         return NULL;
-    if (self->closed || !self->has_buf || self->fork_gen != il_fork_generation())
+    if (self->base.closed || !self->base.has_buf || self->base.fork_gen != il_fork_generation())
         return PyLong_FromLong(0);
     return PyLong_FromUnsignedLong(rw_hold_count(self, (uint32_t)tid));
 }
 
 static PyObject *rw_get_slot(RWObject *self, void *Py_UNUSED(c))
 {
-    if (self->closed || !self->attached)
+    if (self->base.closed || !self->base.attached)
         Py_RETURN_NONE;
-    return PyLong_FromUnsignedLong(self->slot);
-}
-
-static PyObject *rw_get_closed(RWObject *self, void *Py_UNUSED(c))
-{
-    return PyBool_FromLong(self->closed);
+    return PyLong_FromUnsignedLong(self->base.slot);
 }
 
 static PyObject *rw_get_owner_died(RWObject *self, void *Py_UNUSED(c))
@@ -796,41 +721,9 @@ static PyObject *rw_get_owner_died(RWObject *self, void *Py_UNUSED(c))
     return PyBool_FromLong(self->owner_died);
 }
 
-static int rw_traverse(RWObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->dict);
-    return 0;
-}
-
-static int rw_clear(RWObject *self)
-{
-    Py_CLEAR(self->dict);
-    return 0;
-}
-
-static void rw_dealloc(RWObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (self->weakreflist)
-        PyObject_ClearWeakRefs((PyObject *)self);
-    if (!self->closed) {
-        rw_detach(self);
-        self->closed = 1;
-    }
-    if (self->has_buf)
-        rw_unbind(self);
-    PyMem_Free(self->holds);
-    self->holds = NULL;
-    Py_CLEAR(self->dict);
-    tp->tp_free((PyObject *)self);
-    Py_DECREF(tp);
-}
-
 static PyMethodDef rw_methods[] = {
     {"_bind", (PyCFunction)rw_bind, METH_O, "Attach to a formatted rwlock segment."},
-    {"_close", (PyCFunction)rw_close, METH_NOARGS, "Detach this handle (idempotent)."},
+    {"_close", il_handle_close, METH_NOARGS, "Detach this handle (idempotent)."},
     {"_reclaim", (PyCFunction)rw_reclaim, METH_NOARGS,
      "Drop dead processes' read holds and free their attach slots."},
     {"_stats", (PyCFunction)rw_stats, METH_NOARGS, "A dict of state and counters."},
@@ -849,7 +742,7 @@ static PyMethodDef rw_methods[] = {
 };
 
 static PyGetSetDef rw_getset[] = {
-    {"closed", (getter)rw_get_closed, NULL, "Whether this handle is closed.", NULL},
+    {"closed", il_handle_get_closed, NULL, "Whether this handle is closed.", NULL},
     {"_slot", (getter)rw_get_slot, NULL, "This handle's attach slot (None when closed).", NULL},
     {"owner_died", (getter)rw_get_owner_died, NULL,
      "True after a write acquisition that found the previous writer dead, until the next "
@@ -858,21 +751,15 @@ static PyGetSetDef rw_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyMemberDef rw_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(RWObject, weakreflist), READONLY, NULL},
-    {"__dictoffset__", T_PYSSIZET, offsetof(RWObject, dict), READONLY, NULL},
-    {NULL, 0, 0, 0, NULL},
-};
-
 static PyType_Slot rw_slots[] = {
     {Py_tp_doc, "The native half of interlink.RWLock."},
     {Py_tp_new, rw_new},
-    {Py_tp_dealloc, rw_dealloc},
-    {Py_tp_traverse, rw_traverse},
-    {Py_tp_clear, rw_clear},
+    {Py_tp_dealloc, il_handle_dealloc},
+    {Py_tp_traverse, il_handle_traverse},
+    {Py_tp_clear, il_handle_clear},
     {Py_tp_methods, rw_methods},
     {Py_tp_getset, rw_getset},
-    {Py_tp_members, rw_members},
+    {Py_tp_members, il_handle_members},
     {0, NULL},
 };
 

@@ -41,25 +41,13 @@
 /* ======================================================================= */
 
 typedef struct {
-    PyObject_HEAD
-    Py_buffer buf;
-    int has_buf;
-    il_seg_header *hdr;
+    il_handle base;     /* base.busy: threads inside a GIL-free wait on this handle */
     il_lock *lock;      /* LockCore */
     il_sem *sem;        /* SemaphoreCore */
-    uint64_t ident;
-    uint64_t fork_gen;
-    uint32_t slot;
-    int attached;
-    int closed;
     int recursive;      /* RLock */
     int owner_died;     /* the last fresh acquisition found the holder dead */
-    int waiters;        /* threads inside a GIL-free wait on this handle */
     int64_t dd_after_ns; /* LockCore: deadlock checks after a wait this long; 0 off */
     int64_t dd_every_ns; /* ... and then at most this often */
-    module_state *st;
-    PyObject *weakreflist;
-    PyObject *dict;
 } SyncObject;
 
 /* Fork generation and the calling thread's kernel tid, both kept current by
@@ -90,42 +78,15 @@ static inline uint32_t self_tid(void)
     return tid;
 }
 
-static void sync_maybe_release_buffer(SyncObject *self)
-{
-    if (self->has_buf && self->closed && self->waiters == 0) {
-        self->has_buf = 0;
-        self->hdr = NULL;
-        self->lock = NULL;
-        self->sem = NULL;
-        PyBuffer_Release(&self->buf);
-    }
-}
-
 /* After a GIL-free section: a handle closed meanwhile by another thread still
  * has its mapping (the buffer is kept while waiters > 0); raise Closed and let
  * the buffer go once nobody waits any more. */
 static int sync_closed_meanwhile(SyncObject *self)
 {
-    if (!self->closed)
+    if (!self->base.closed)
         return 0;
-    PyErr_SetString(self->st->Closed, "this handle was closed while in use");
+    PyErr_SetString(self->base.st->Closed, "this handle was closed while in use");
     return 1;
-}
-
-static PyObject *sync_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
-{
-    (void)args;
-    (void)kwds;
-    SyncObject *self = (SyncObject *)type->tp_alloc(type, 0);
-    if (self == NULL)
-        return NULL;
-    self->st = state_of_type(type);
-    if (self->st == NULL) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    self->closed = 1; /* until _bind */
-    return (PyObject *)self;
 }
 
 /* Free the attach slots of dead processes.  A semaphore's dead slots give
@@ -135,166 +96,84 @@ static PyObject *sync_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
  * undo them.  The liveness check comes first: a dead process changes nothing
  * any more, so what is checked after it stays true.  Recovery takes the
  * update marker in our own slot's name, so it runs only once we have one
- * (not when called from sync_attach with the table full). */
-static void sync_reclaim(SyncObject *self)
+ * (not when called from il_handle_attach with the table full). */
+static void sync_reclaim(il_handle *h)
 {
+    SyncObject *self = (SyncObject *)h;
     if (self->lock) {
-        il_seg_reclaim_plain(self->hdr);
+        il_seg_reclaim_plain(self->base.hdr);
         return;
     }
-    if (self->attached && il_sem_recover_dead(self->sem, self->hdr, self->slot) < 0)
+    if (self->base.attached &&
+        il_sem_recover_dead(self->sem, self->base.hdr, self->base.slot) < 0)
         return;
-    uint32_t n = self->hdr->nslots > IL_SEG_SLOTS ? IL_SEG_SLOTS : self->hdr->nslots;
+    uint32_t n = self->base.hdr->nslots > IL_SEG_SLOTS ? IL_SEG_SLOTS : self->base.hdr->nslots;
     for (uint32_t i = 0; i < n; i++) {
-        uint64_t w = atomic_load_explicit(&self->hdr->slots[i].ident, memory_order_acquire);
+        uint64_t w = atomic_load_explicit(&self->base.hdr->slots[i].ident, memory_order_acquire);
         if (w == 0 || il_ident_alive(w) || il_sem_names_slot(self->sem, i))
             continue;
-        atomic_compare_exchange_strong_explicit(&self->hdr->slots[i].ident, &w, 0,
+        atomic_compare_exchange_strong_explicit(&self->base.hdr->slots[i].ident, &w, 0,
                                                 memory_order_acq_rel, memory_order_relaxed);
     }
-}
-
-static int sync_attach(SyncObject *self)
-{
-    self->ident = il_ident_self();
-    if (self->ident == 0) {
-        PyErr_SetString(PyExc_OSError, "cannot read this process's start time from /proc");
-        return -1;
-    }
-    self->fork_gen = sync_fork_gen();
-    int rc = il_seg_attach(self->hdr, self->ident, 0, &self->slot);
-    if (rc == IL_NOSLOT) {
-        sync_reclaim(self);
-        rc = il_seg_attach(self->hdr, self->ident, 0, &self->slot);
-    }
-    if (rc != IL_OK) {
-        PyErr_SetString(self->st->Busy, "the attach table is full of live users");
-        return -1;
-    }
-    self->attached = 1;
-    return 0;
-}
-
-/* Refuse closed handles; re-attach a handle inherited through fork() (the
- * child is a new user: it holds nothing of its parent's). */
-static inline int sync_check(SyncObject *self)
-{
-    if (__builtin_expect(self->closed || !self->has_buf, 0)) {
-        PyErr_SetString(self->st->Closed, "this handle is closed");
-        return -1;
-    }
-    if (__builtin_expect(self->fork_gen != sync_fork_gen(), 0)) {
-        self->attached = 0;
-        self->owner_died = 0;
-        if (sync_attach(self) < 0)
-            return -1;
-    }
-    return 0;
-}
-
-static int sync_bind(SyncObject *self, PyObject *buffer, size_t need)
-{
-    if (self->has_buf) {
-        PyErr_SetString(PyExc_RuntimeError, "handle already bound");
-        return -1;
-    }
-    if (PyObject_GetBuffer(buffer, &self->buf, PyBUF_WRITABLE) < 0)
-        return -1;
-    if ((size_t)self->buf.len < need) {
-        PyBuffer_Release(&self->buf);
-        PyErr_SetString(self->st->Corrupt, "the segment is too small for its kind");
-        return -1;
-    }
-    self->has_buf = 1;
-    self->hdr = (il_seg_header *)self->buf.buf;
-    return 0;
-}
-
-static void sync_unbind(SyncObject *self)
-{
-    self->has_buf = 0;
-    self->hdr = NULL;
-    self->lock = NULL;
-    self->sem = NULL;
-    PyBuffer_Release(&self->buf);
 }
 
 /* Detach from the attach table (this process only, never a forked copy).
  * A semaphore handle gives back the units it still holds first: they would
  * otherwise be charged to a free slot (see docs/design/sync.md). */
-static void sync_detach(SyncObject *self)
+static int sync_release_slot(il_handle *h)
 {
-    if (!self->has_buf || !self->attached || self->fork_gen != sync_fork_gen())
-        return;
-    if (self->sem) {
-        uint32_t held = il_sem_held(self->sem, self->slot);
-        for (int i = 0; held > 0 && i < 1000; i++) {
-            int rc = il_sem_release(self->sem, self->slot, held);
-            if (rc != IL_BUSY)
-                break;
-            il_sem_recover_dead(self->sem, self->hdr, self->slot);
-        }
-        /* Still charged with units (the release kept failing): keep the slot.
-         * Freed, it would hand them to its next user; kept, they come back
-         * by recovery once this process has exited. */
-        if (il_sem_held(self->sem, self->slot) != 0) {
-            self->attached = 0;
-            return;
-        }
+    SyncObject *self = (SyncObject *)h;
+    if (!self->base.attached || !self->sem)
+        return 0;
+    uint32_t held = il_sem_held(self->sem, self->base.slot);
+    for (int i = 0; held > 0 && i < 1000; i++) {
+        int rc = il_sem_release(self->sem, self->base.slot, held);
+        if (rc != IL_BUSY)
+            break;
+        il_sem_recover_dead(self->sem, self->base.hdr, self->base.slot);
     }
-    il_seg_detach(self->hdr, self->slot, self->ident);
-    self->attached = 0;
+    /* Still charged with units (the release kept failing): keep the slot.
+     * Freed, it would hand them to its next user; kept, they come back
+     * by recovery once this process has exited. */
+    return il_sem_held(self->sem, self->base.slot) != 0;
+}
+
+/* A forked child is a new user: it holds nothing of its parent's. */
+static void sync_forked(il_handle *h) { ((SyncObject *)h)->owner_died = 0; }
+
+static void sync_unbound(il_handle *h)
+{
+    ((SyncObject *)h)->lock = NULL;
+    ((SyncObject *)h)->sem = NULL;
+}
+
+static const il_handle_ops sync_ops = {
+    .closed_msg = "this handle is closed",
+    .closed_meanwhile_msg = "this handle was closed while in use",
+    .fork_gen = sync_fork_gen,
+    .reclaim = sync_reclaim,
+    .forked = sync_forked,
+    .release_slot = sync_release_slot,
+    .unbound = sync_unbound,
+};
+
+static PyObject *sync_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    (void)args;
+    (void)kwds;
+    return il_handle_new(type, &sync_ops);
+}
+
+/* Refuse closed handles; re-attach a handle inherited through fork(). */
+static inline int sync_check(SyncObject *self)
+{
+    return il_handle_check(&self->base, sync_fork_gen());
 }
 
 PyDoc_STRVAR(sync_close_doc,
              "_close($self, /)\n--\n\n"
              "Detach this handle.  Threads waiting on it get Closed within a slice.  A lock "
              "held by this process stays held (release it first).  Idempotent.");
-
-static PyObject *sync_close(SyncObject *self, PyObject *Py_UNUSED(ignored))
-{
-    if (!self->closed) {
-        sync_detach(self);
-        self->closed = 1;
-    }
-    sync_maybe_release_buffer(self);
-    Py_RETURN_NONE;
-}
-
-static int sync_traverse(SyncObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->dict);
-    return 0;
-}
-
-static int sync_clear(SyncObject *self)
-{
-    Py_CLEAR(self->dict);
-    return 0;
-}
-
-static void sync_dealloc(SyncObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (self->weakreflist)
-        PyObject_ClearWeakRefs((PyObject *)self);
-    if (!self->closed) {
-        sync_detach(self);
-        self->closed = 1;
-    }
-    if (self->has_buf)
-        sync_unbind(self);
-    Py_CLEAR(self->dict);
-    tp->tp_free((PyObject *)self);
-    Py_DECREF(tp);
-}
-
-static PyObject *sync_get_closed(SyncObject *self, void *Py_UNUSED(closure))
-{
-    return PyBool_FromLong(self->closed);
-}
 
 /* ======================================================================= */
 /* LockCore                                                                */
@@ -305,11 +184,12 @@ static int lock_acquired(int rc) { return rc == IL_OK || rc == IL_OWNERDIED; }
 static PyObject *lock_status_error(SyncObject *self, int rc)
 {
     if (rc == IL_CORRUPT || rc == -IL_CORRUPT)
-        PyErr_SetString(self->st->Corrupt, "the lock's shared memory failed a consistency check");
+        PyErr_SetString(self->base.st->Corrupt,
+                        "the lock's shared memory failed a consistency check");
     else if (rc == IL_INVALID)
         PyErr_SetString(PyExc_RuntimeError, "lock recursion depth or identity out of range");
     else
-        PyErr_Format(self->st->InterlinkError, "lock: internal status %d", rc);
+        PyErr_Format(self->base.st->InterlinkError, "lock: internal status %d", rc);
     return NULL;
 }
 
@@ -337,7 +217,7 @@ static int lock_wait_inner(SyncObject *self, uint32_t tid, int64_t timeout_ns, i
 {
     il_lock *l = self->lock;
     il_lock_waiter w;
-    il_lock_wait_begin(&w, l, self->ident, tid, self->recursive);
+    il_lock_wait_begin(&w, l, self->base.ident, tid, self->recursive);
     int64_t deadline = deadline_for(timeout_ns);
     /* Without a timeout no clock is read before the first slice (a hand-off
      * to a sleeping waiter is a few microseconds; clock reads cost ~0.1 µs
@@ -361,11 +241,11 @@ static int lock_wait_inner(SyncObject *self, uint32_t tid, int64_t timeout_ns, i
             return IL_TIMEOUT;
         }
         int64_t slice = deadline - now < SYNC_SLICE_NS ? deadline - now : SYNC_SLICE_NS;
-        self->waiters++;
+        self->base.busy++;
         Py_BEGIN_ALLOW_THREADS
         rc = il_lock_wait_slice(&w, slice);
         Py_END_ALLOW_THREADS
-        self->waiters--;
+        self->base.busy--;
         if (lock_acquired(rc))
             return rc;
         if ((rc == IL_EINTR || rc == IL_TIMEOUT) && PyErr_CheckSignals() < 0) {
@@ -374,7 +254,7 @@ static int lock_wait_inner(SyncObject *self, uint32_t tid, int64_t timeout_ns, i
         }
         if (sync_closed_meanwhile(self)) {
             il_lock_wait_cancel(&w);
-            sync_maybe_release_buffer(self);
+            il_handle_maybe_release(&self->base);
             return -1;
         }
         if (rc == IL_INVALID || rc == IL_CORRUPT) {
@@ -389,14 +269,14 @@ static int lock_wait_inner(SyncObject *self, uint32_t tid, int64_t timeout_ns, i
         }
         if (rc == IL_TIMEOUT || now - last_check >= SYNC_SLICE_NS) {
             int r;
-            self->waiters++;
+            self->base.busy++;
             Py_BEGIN_ALLOW_THREADS
             r = il_lock_check_owner(l, &w);
             Py_END_ALLOW_THREADS
-            self->waiters--;
+            self->base.busy--;
             if (sync_closed_meanwhile(self)) {
                 il_lock_wait_cancel(&w);
-                sync_maybe_release_buffer(self);
+                il_handle_maybe_release(&self->base);
                 return -1;
             }
             if (r == -IL_CORRUPT) {
@@ -415,7 +295,7 @@ static int lock_wait_inner(SyncObject *self, uint32_t tid, int64_t timeout_ns, i
             }
             if (sync_closed_meanwhile(self)) {
                 il_lock_wait_cancel(&w);
-                sync_maybe_release_buffer(self);
+                il_handle_maybe_release(&self->base);
                 return -1;
             }
         }
@@ -448,7 +328,7 @@ static PyObject *lock_finish(SyncObject *self, int rc, uint32_t tid)
         self->owner_died = 1;
         PyObject *r = PyObject_CallMethod((PyObject *)self, "_owner_died_hook", NULL);
         if (r == NULL) {
-            il_lock_release(self->lock, self->ident, tid);
+            il_lock_release(self->lock, self->base.ident, tid);
             return NULL;
         }
         Py_DECREF(r);
@@ -465,17 +345,17 @@ static PyObject *lock_after_try(SyncObject *self, int rc, uint32_t tid, int64_t 
     if (rc == IL_BUSY && timeout_ns == 0) {
         /* A dead holder must not make non-blocking acquires fail forever. */
         int r;
-        self->waiters++;
+        self->base.busy++;
         Py_BEGIN_ALLOW_THREADS
         r = il_lock_check_owner(self->lock, NULL);
         Py_END_ALLOW_THREADS
-        self->waiters--;
+        self->base.busy--;
         if (sync_closed_meanwhile(self)) {
-            sync_maybe_release_buffer(self);
+            il_handle_maybe_release(&self->base);
             return NULL;
         }
         if (r > 0)
-            rc = il_lock_try(self->lock, self->ident, tid, self->recursive);
+            rc = il_lock_try(self->lock, self->base.ident, tid, self->recursive);
         if (rc == IL_BUSY)
             Py_RETURN_FALSE;
     }
@@ -496,7 +376,7 @@ static PyObject *lock_acquire_ns(SyncObject *self, int64_t timeout_ns)
     if (sync_check(self) < 0)
         return NULL;
     uint32_t tid = self_tid();
-    int rc = il_lock_try(self->lock, self->ident, tid, self->recursive);
+    int rc = il_lock_try(self->lock, self->base.ident, tid, self->recursive);
     return lock_after_try(self, rc, tid, timeout_ns);
 }
 
@@ -516,7 +396,7 @@ static PyObject *lock_acquire(SyncObject *self, PyObject *const *args, Py_ssize_
         if (sync_check(self) < 0)
             return NULL;
         uint32_t tid = self_tid();
-        int rc = il_lock_try(self->lock, self->ident, tid, self->recursive);
+        int rc = il_lock_try(self->lock, self->base.ident, tid, self->recursive);
         if (rc == IL_OK && !self->recursive) {
             self->owner_died = 0; /* a fresh, clean acquisition (lock_finish) */
             Py_RETURN_TRUE;
@@ -534,7 +414,7 @@ static int lock_release_impl(SyncObject *self)
     if (sync_check(self) < 0)
         return -1;
     uint32_t tid = self_tid();
-    int rc = il_lock_release(self->lock, self->ident, tid);
+    int rc = il_lock_release(self->lock, self->base.ident, tid);
     if (rc == IL_OK)
         return 0;
     if (self->recursive) {
@@ -600,7 +480,7 @@ static PyObject *lock_is_owned(SyncObject *self, PyObject *Py_UNUSED(ignored))
     uint64_t hid;
     uint32_t htid, depth;
     int held = il_lock_holder(self->lock, &hid, &htid, &depth);
-    return PyBool_FromLong(held && il_ident_bare(hid) == il_ident_bare(self->ident) &&
+    return PyBool_FromLong(held && il_ident_bare(hid) == il_ident_bare(self->base.ident) &&
                            htid == self_tid());
 }
 
@@ -644,20 +524,18 @@ static PyObject *lock_bind(SyncObject *self, PyObject *args)
     int recursive;
     if (!PyArg_ParseTuple(args, "Op:_bind", &buffer, &recursive))
         return NULL;
-    if (sync_bind(self, buffer, LOCK_SEGMENT_SIZE) < 0)
+    if (il_handle_get_buffer(&self->base, buffer, LOCK_SEGMENT_SIZE) < 0)
         return NULL;
-    self->lock = (il_lock *)((char *)self->buf.buf + IL_SEG_HEADER_SIZE);
+    self->lock = (il_lock *)((char *)self->base.buf.buf + IL_SEG_HEADER_SIZE);
     if (il_lock_validate(self->lock) != IL_OK) {
-        sync_unbind(self);
-        PyErr_SetString(self->st->Corrupt, "the lock's shared memory is not a formatted lock");
+        il_handle_unbind(&self->base);
+        PyErr_SetString(self->base.st->Corrupt,
+                        "the lock's shared memory is not a formatted lock");
         return NULL;
     }
     self->recursive = recursive;
-    if (sync_attach(self) < 0) {
-        sync_unbind(self);
+    if (il_handle_open(&self->base) < 0)
         return NULL;
-    }
-    self->closed = 0;
     Py_RETURN_NONE;
 }
 
@@ -669,13 +547,13 @@ static PyObject *lock_reclaim(SyncObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (sync_check(self) < 0)
         return NULL;
-    self->waiters++;
+    self->base.busy++;
     Py_BEGIN_ALLOW_THREADS
     il_lock_check_owner(self->lock, NULL);
-    sync_reclaim(self);
+    sync_reclaim(&self->base);
     Py_END_ALLOW_THREADS
-    self->waiters--;
-    sync_maybe_release_buffer(self);
+    self->base.busy--;
+    il_handle_maybe_release(&self->base);
     Py_RETURN_NONE;
 }
 
@@ -709,7 +587,7 @@ static PyObject *lock_get_owner_died(SyncObject *self, void *Py_UNUSED(closure))
 
 static PyMethodDef lock_methods[] = {
     {"_bind", (PyCFunction)lock_bind, METH_VARARGS, lock_bind_doc},
-    {"_close", (PyCFunction)sync_close, METH_NOARGS, sync_close_doc},
+    {"_close", il_handle_close, METH_NOARGS, sync_close_doc},
     {"_reclaim", (PyCFunction)lock_reclaim, METH_NOARGS, lock_reclaim_doc},
     {"_stats", (PyCFunction)lock_stats, METH_NOARGS, lock_stats_doc},
     {"_is_owned", (PyCFunction)lock_is_owned, METH_NOARGS, lock_is_owned_doc},
@@ -726,7 +604,7 @@ static PyMethodDef lock_methods[] = {
 };
 
 static PyGetSetDef lock_getset[] = {
-    {"closed", (getter)sync_get_closed, NULL, "Whether this handle is closed.", NULL},
+    {"closed", il_handle_get_closed, NULL, "Whether this handle is closed.", NULL},
     {"owner_died", (getter)lock_get_owner_died, NULL,
      "True after an acquisition that found the previous holder dead, until the next clean "
      "acquisition or recovered().",
@@ -734,21 +612,15 @@ static PyGetSetDef lock_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyMemberDef sync_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(SyncObject, weakreflist), READONLY, NULL},
-    {"__dictoffset__", T_PYSSIZET, offsetof(SyncObject, dict), READONLY, NULL},
-    {NULL, 0, 0, 0, NULL},
-};
-
 static PyType_Slot lock_slots[] = {
     {Py_tp_doc, "The native half of interlink.Lock and interlink.RLock."},
     {Py_tp_new, sync_new},
-    {Py_tp_dealloc, sync_dealloc},
-    {Py_tp_traverse, sync_traverse},
-    {Py_tp_clear, sync_clear},
+    {Py_tp_dealloc, il_handle_dealloc},
+    {Py_tp_traverse, il_handle_traverse},
+    {Py_tp_clear, il_handle_clear},
     {Py_tp_methods, lock_methods},
     {Py_tp_getset, lock_getset},
-    {Py_tp_members, sync_members},
+    {Py_tp_members, il_handle_members},
     {0, NULL},
 };
 
@@ -767,21 +639,21 @@ static PyType_Spec lock_spec = {
 static PyObject *sem_status_error(SyncObject *self, int rc)
 {
     if (rc == IL_CORRUPT || rc == -IL_CORRUPT)
-        PyErr_SetString(self->st->Corrupt,
+        PyErr_SetString(self->base.st->Corrupt,
                         "the semaphore's shared memory failed a consistency check");
     else
-        PyErr_Format(self->st->InterlinkError, "semaphore: internal status %d", rc);
+        PyErr_Format(self->base.st->InterlinkError, "semaphore: internal status %d", rc);
     return NULL;
 }
 
 static int sem_recover(SyncObject *self)
 {
     int64_t r;
-    self->waiters++;
+    self->base.busy++;
     Py_BEGIN_ALLOW_THREADS
-    r = il_sem_recover_dead(self->sem, self->hdr, self->slot);
+    r = il_sem_recover_dead(self->sem, self->base.hdr, self->base.slot);
     Py_END_ALLOW_THREADS
-    self->waiters--;
+    self->base.busy--;
     if (sync_closed_meanwhile(self))
         return -1; /* the caller lets the buffer go */
     if (r == -IL_CORRUPT) {
@@ -795,7 +667,7 @@ static int sem_recover(SyncObject *self)
 static int sem_wait(SyncObject *self, int64_t timeout_ns)
 {
     il_sem_waiter w;
-    il_sem_wait_begin(&w, self->sem, self->slot, self_tid(), 1);
+    il_sem_wait_begin(&w, self->sem, self->base.slot, self_tid(), 1);
     int64_t deadline = deadline_for(timeout_ns);
     int64_t last_check = il_now_ns();
     for (;;) {
@@ -806,11 +678,11 @@ static int sem_wait(SyncObject *self, int64_t timeout_ns)
         }
         int64_t slice = deadline - now < SYNC_SLICE_NS ? deadline - now : SYNC_SLICE_NS;
         int rc;
-        self->waiters++;
+        self->base.busy++;
         Py_BEGIN_ALLOW_THREADS
         rc = il_sem_wait_slice(&w, slice);
         Py_END_ALLOW_THREADS
-        self->waiters--;
+        self->base.busy--;
         if (rc == IL_OK) {
             il_sem_wait_cancel(&w);
             return IL_OK;
@@ -821,7 +693,7 @@ static int sem_wait(SyncObject *self, int64_t timeout_ns)
         }
         if (sync_closed_meanwhile(self)) {
             il_sem_wait_cancel(&w);
-            sync_maybe_release_buffer(self);
+            il_handle_maybe_release(&self->base);
             return -1;
         }
         if (rc == IL_INVALID || rc == IL_CORRUPT) {
@@ -833,7 +705,7 @@ static int sem_wait(SyncObject *self, int64_t timeout_ns)
         if (rc == IL_TIMEOUT || now - last_check >= SYNC_SLICE_NS) {
             if (sem_recover(self) < 0) {
                 il_sem_wait_cancel(&w);
-                sync_maybe_release_buffer(self);
+                il_handle_maybe_release(&self->base);
                 return -1;
             }
             last_check = now;
@@ -845,7 +717,7 @@ static PyObject *sem_acquire_ns(SyncObject *self, int64_t timeout_ns)
 {
     if (sync_check(self) < 0)
         return NULL;
-    int rc = il_sem_try_acquire(self->sem, self->slot, 1);
+    int rc = il_sem_try_acquire(self->sem, self->base.slot, 1);
     if (rc == IL_OK)
         Py_RETURN_TRUE;
     if (rc != IL_BUSY)
@@ -853,10 +725,10 @@ static PyObject *sem_acquire_ns(SyncObject *self, int64_t timeout_ns)
     if (timeout_ns == 0) {
         int r = sem_recover(self);
         if (r < 0) {
-            sync_maybe_release_buffer(self);
+            il_handle_maybe_release(&self->base);
             return NULL;
         }
-        if (r > 0 && il_sem_try_acquire(self->sem, self->slot, 1) == IL_OK)
+        if (r > 0 && il_sem_try_acquire(self->sem, self->base.slot, 1) == IL_OK)
             Py_RETURN_TRUE;
         Py_RETURN_FALSE;
     }
@@ -886,7 +758,7 @@ static int sem_release_n(SyncObject *self, uint32_t n)
     if (sync_check(self) < 0)
         return -1;
     for (;;) {
-        int rc = il_sem_release(self->sem, self->slot, n);
+        int rc = il_sem_release(self->sem, self->base.slot, n);
         if (rc == IL_OK)
             return 0;
         if (rc == IL_INVALID) {
@@ -902,16 +774,16 @@ static int sem_release_n(SyncObject *self, uint32_t n)
         }
         /* Another process is updating the accounting (or died doing so). */
         if (sem_recover(self) < 0) {
-            sync_maybe_release_buffer(self);
+            il_handle_maybe_release(&self->base);
             return -1;
         }
-        self->waiters++;
+        self->base.busy++;
         Py_BEGIN_ALLOW_THREADS
         usleep(200);
         Py_END_ALLOW_THREADS
-        self->waiters--;
+        self->base.busy--;
         if (PyErr_CheckSignals() < 0 || sync_closed_meanwhile(self)) {
-            sync_maybe_release_buffer(self);
+            il_handle_maybe_release(&self->base);
             return -1;
         }
     }
@@ -979,20 +851,17 @@ PyDoc_STRVAR(sem_bind_doc,
 
 static PyObject *sem_bind(SyncObject *self, PyObject *buffer)
 {
-    if (sync_bind(self, buffer, SEM_SEGMENT_SIZE) < 0)
+    if (il_handle_get_buffer(&self->base, buffer, SEM_SEGMENT_SIZE) < 0)
         return NULL;
-    self->sem = (il_sem *)((char *)self->buf.buf + IL_SEG_HEADER_SIZE);
+    self->sem = (il_sem *)((char *)self->base.buf.buf + IL_SEG_HEADER_SIZE);
     if (il_sem_validate(self->sem) != IL_OK) {
-        sync_unbind(self);
-        PyErr_SetString(self->st->Corrupt,
+        il_handle_unbind(&self->base);
+        PyErr_SetString(self->base.st->Corrupt,
                         "the semaphore's shared memory is not a formatted semaphore");
         return NULL;
     }
-    if (sync_attach(self) < 0) {
-        sync_unbind(self);
+    if (il_handle_open(&self->base) < 0)
         return NULL;
-    }
-    self->closed = 0;
     Py_RETURN_NONE;
 }
 
@@ -1004,12 +873,12 @@ static PyObject *sem_reclaim(SyncObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (sync_check(self) < 0)
         return NULL;
-    self->waiters++;
+    self->base.busy++;
     Py_BEGIN_ALLOW_THREADS
-    sync_reclaim(self);
+    sync_reclaim(&self->base);
     Py_END_ALLOW_THREADS
-    self->waiters--;
-    sync_maybe_release_buffer(self);
+    self->base.busy--;
+    il_handle_maybe_release(&self->base);
     Py_RETURN_NONE;
 }
 
@@ -1025,8 +894,8 @@ static PyObject *sem_stats(SyncObject *self, PyObject *Py_UNUSED(ignored))
     /* Sleepers counted for a process that died asleep are only taken out by
      * recovery (liveness checks): run it first, so `waiters` counts live
      * threads.  Cheap when nobody sleeps (one load). */
-    if (il_sem_waiters(self->sem) != 0 && self->attached && sem_recover(self) < 0) {
-        sync_maybe_release_buffer(self);
+    if (il_sem_waiters(self->sem) != 0 && self->base.attached && sem_recover(self) < 0) {
+        il_handle_maybe_release(&self->base);
         return NULL;
     }
     il_sem_stats s;
@@ -1034,7 +903,8 @@ static PyObject *sem_stats(SyncObject *self, PyObject *Py_UNUSED(ignored))
     uint32_t max = self->sem->max;
     return Py_BuildValue("{s:I,s:I,s:I,s:I,s:K,s:K,s:K}", "value", il_sem_value(self->sem),
                          "max_value", max == UINT32_MAX ? 0u : max, "waiters",
-                         il_sem_waiters(self->sem), "held", il_sem_held(self->sem, self->slot),
+                         il_sem_waiters(self->sem), "held",
+                         il_sem_held(self->sem, self->base.slot),
                          "acquisitions", (unsigned long long)s.acquisitions, "contentions",
                          (unsigned long long)s.contentions, "recovered",
                          (unsigned long long)s.recovered);
@@ -1042,7 +912,7 @@ static PyObject *sem_stats(SyncObject *self, PyObject *Py_UNUSED(ignored))
 
 static PyMethodDef sem_methods[] = {
     {"_bind", (PyCFunction)sem_bind, METH_O, sem_bind_doc},
-    {"_close", (PyCFunction)sync_close, METH_NOARGS, sync_close_doc},
+    {"_close", il_handle_close, METH_NOARGS, sync_close_doc},
     {"_reclaim", (PyCFunction)sem_reclaim, METH_NOARGS, sem_reclaim_doc},
     {"_stats", (PyCFunction)sem_stats, METH_NOARGS, sem_stats_doc},
     {"acquire", (PyCFunction)(void (*)(void))sem_acquire, METH_FASTCALL | METH_KEYWORDS,
@@ -1056,19 +926,19 @@ static PyMethodDef sem_methods[] = {
 };
 
 static PyGetSetDef sem_getset[] = {
-    {"closed", (getter)sync_get_closed, NULL, "Whether this handle is closed.", NULL},
+    {"closed", il_handle_get_closed, NULL, "Whether this handle is closed.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyType_Slot sem_slots[] = {
     {Py_tp_doc, "The native half of interlink.Semaphore and interlink.BoundedSemaphore."},
     {Py_tp_new, sync_new},
-    {Py_tp_dealloc, sync_dealloc},
-    {Py_tp_traverse, sync_traverse},
-    {Py_tp_clear, sync_clear},
+    {Py_tp_dealloc, il_handle_dealloc},
+    {Py_tp_traverse, il_handle_traverse},
+    {Py_tp_clear, il_handle_clear},
     {Py_tp_methods, sem_methods},
     {Py_tp_getset, sem_getset},
-    {Py_tp_members, sync_members},
+    {Py_tp_members, il_handle_members},
     {0, NULL},
 };
 

@@ -36,37 +36,18 @@
 #define U64(x) PyLong_FromUnsignedLongLong((unsigned long long)(x))
 
 typedef struct {
-    PyObject_HEAD
-    Py_buffer buf;
-    int has_buf;
-    il_seg_header *hdr;
+    il_handle base;  /* base.live: open subscriptions that use the mapping */
     il_topic t;
-    uint64_t ident;
-    uint64_t fork_gen;
-    uint32_t slot;
-    int attached;
-    int closed;
-    int busy;        /* threads inside a GIL-free section on this handle */
-    Py_ssize_t live; /* open subscriptions that use the mapping */
     il_topic_writer w;
     int has_writer;
     uint64_t w_fork_gen;
     PyThread_type_lock wlock; /* one publishing thread at a time */
-    module_state *st;
-    PyObject *weakreflist;
-    PyObject *dict;
     /* The object path (_fast_setup; docs/design/topic.md "Object fast
      * path"): _publish_obj frames exact bytes and small pickles itself. */
     PyObject *f_owner;      /* weakref.ref(Topic) */
     PyObject *f_slow;       /* Topic._publish_slow(topic, obj, timeout) */
     PyObject *f_closed;     /* raised when the Topic is gone */
-    PyObject *f_codec;      /* the codec (its _watch attribute) */
-    PyObject *f_dumps;      /* pickle.dumps, or NULL */
-    PyObject *f_enc_error;  /* codec._encode_error(obj, exc) */
-    PyObject *f_watch_name; /* "_watch" */
-    PyObject *f_watch;      /* value stored into codec._watch for a big pickle */
-    PyObject *f_proto;      /* 5 */
-    Py_ssize_t f_limit;     /* pickles shorter than this are records as they are */
+    il_pickler pk;          /* pickles shorter than pk.limit are records as they are */
     int f_has_bytes;        /* exact bytes are sent as obj + f_bytes_tail */
     uint8_t f_bytes_tail[8];
     uint8_t f_plain_tail[8];
@@ -121,24 +102,6 @@ static PyTypeObject *g_msg_type; /* idem */
 /* helpers                                                                 */
 /* ======================================================================= */
 
-static void t_maybe_release(TObject *self)
-{
-    if (self->has_buf && self->closed && self->busy == 0 && self->live == 0) {
-        self->has_buf = 0;
-        self->hdr = NULL;
-        PyBuffer_Release(&self->buf);
-    }
-}
-
-static int t_closed_meanwhile(TObject *self)
-{
-    if (!self->closed)
-        return 0;
-    PyErr_SetString(self->st->Closed, "this topic handle was closed while in use");
-    t_maybe_release(self);
-    return 1;
-}
-
 /* Take a thread lock: without waiting under the GIL, else with the GIL
  * released in slices, checking signals.  0, or -1 with an exception. */
 static int hold(PyThread_type_lock lock)
@@ -175,171 +138,102 @@ static PyObject *corrupt(module_state *st)
 /* TopicCore: life cycle                                                   */
 /* ======================================================================= */
 
+/* A forked child: the parent's publisher slot stays the parent's. */
+static void t_forked(il_handle *h) { ((TObject *)h)->has_writer = 0; }
+
+static int t_release_slot(il_handle *h)
+{
+    TObject *self = (TObject *)h;
+    if (self->has_writer && self->w_fork_gen == il_fork_generation())
+        il_topic_pub_release(&self->w);
+    self->has_writer = 0;
+    return 0;
+}
+
+static void t_free_extra(il_handle *h);
+
+static const il_handle_ops t_ops = {
+    .closed_msg = "this topic handle is closed",
+    .closed_meanwhile_msg = "this topic handle was closed while in use",
+    .fork_gen = il_fork_generation,
+    .forked = t_forked,
+    .release_slot = t_release_slot,
+    .free_extra = t_free_extra,
+};
+
 static PyObject *t_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     (void)args;
     (void)kwds;
-    TObject *self = (TObject *)type->tp_alloc(type, 0);
+    TObject *self = (TObject *)il_handle_new(type, &t_ops);
     if (self == NULL)
         return NULL;
-    self->st = state_of_type(type);
     self->wlock = PyThread_allocate_lock();
-    if (self->st == NULL || self->wlock == NULL) {
-        int nomem = self->st != NULL;
+    if (self->wlock == NULL) {
         Py_DECREF(self);
-        return nomem ? PyErr_NoMemory() : NULL;
+        return PyErr_NoMemory();
     }
-    self->closed = 1; /* until _bind */
     return (PyObject *)self;
 }
 
-static int t_attach(TObject *self)
-{
-    self->ident = il_ident_self();
-    if (self->ident == 0) {
-        PyErr_SetString(PyExc_OSError, "cannot read this process's start time from /proc");
-        return -1;
-    }
-    self->fork_gen = il_fork_generation();
-    int rc = il_seg_attach(self->hdr, self->ident, 0, &self->slot);
-    if (rc == IL_NOSLOT) {
-        il_seg_reclaim_plain(self->hdr);
-        rc = il_seg_attach(self->hdr, self->ident, 0, &self->slot);
-    }
-    if (rc != IL_OK) {
-        PyErr_SetString(self->st->Busy, "the attach table is full of live users");
-        return -1;
-    }
-    self->attached = 1;
-    return 0;
-}
-
-static int t_check(TObject *self)
-{
-    if (self->closed || !self->has_buf) {
-        PyErr_SetString(self->st->Closed, "this topic handle is closed");
-        return -1;
-    }
-    if (self->fork_gen != il_fork_generation()) {
-        /* a forked child: a new user with its own identity */
-        self->attached = 0;
-        self->has_writer = 0; /* the parent's publisher slot stays the parent's */
-        if (t_attach(self) < 0)
-            return -1;
-    }
-    return 0;
-}
+/* Refuse a closed handle; a forked child attaches as a new user. */
+static int t_check(TObject *self) { return il_handle_check(&self->base, il_fork_generation()); }
 
 static PyObject *t_bind(TObject *self, PyObject *buffer)
 {
-    if (self->has_buf) {
-        PyErr_SetString(PyExc_RuntimeError, "handle already bound");
+    if (il_handle_get_buffer(&self->base, buffer, 0) < 0)
         return NULL;
-    }
-    if (PyObject_GetBuffer(buffer, &self->buf, PyBUF_WRITABLE) < 0)
-        return NULL;
-    self->has_buf = 1;
-    self->hdr = (il_seg_header *)self->buf.buf;
     int rc = IL_CORRUPT;
-    if ((size_t)self->buf.len > IL_SEG_HEADER_SIZE)
-        rc = il_topic_attach(&self->t, (char *)self->buf.buf + IL_SEG_HEADER_SIZE,
-                             (uint64_t)self->buf.len - IL_SEG_HEADER_SIZE);
+    if ((size_t)self->base.buf.len > IL_SEG_HEADER_SIZE)
+        rc = il_topic_attach(&self->t, (char *)self->base.buf.buf + IL_SEG_HEADER_SIZE,
+                             (uint64_t)self->base.buf.len - IL_SEG_HEADER_SIZE);
     if (rc != IL_OK) {
-        self->has_buf = 0;
-        self->hdr = NULL;
-        PyBuffer_Release(&self->buf);
-        PyErr_SetString(self->st->Corrupt, rc == IL_INFLIGHT
-                                               ? "the topic segment is not formatted"
-                                               : "the topic segment failed its consistency check");
+        il_handle_unbind(&self->base);
+        PyErr_SetString(self->base.st->Corrupt,
+                        rc == IL_INFLIGHT ? "the topic segment is not formatted"
+                                          : "the topic segment failed its consistency check");
         return NULL;
     }
-    if (t_attach(self) < 0) {
-        self->has_buf = 0;
-        self->hdr = NULL;
-        PyBuffer_Release(&self->buf);
+    if (il_handle_open(&self->base) < 0)
         return NULL;
-    }
-    self->closed = 0;
-    Py_RETURN_NONE;
-}
-
-static void t_detach(TObject *self)
-{
-    if (!self->has_buf || self->fork_gen != il_fork_generation())
-        return;
-    if (self->has_writer && self->w_fork_gen == il_fork_generation())
-        il_topic_pub_release(&self->w);
-    self->has_writer = 0;
-    if (self->attached)
-        il_seg_detach(self->hdr, self->slot, self->ident);
-    self->attached = 0;
-}
-
-static PyObject *t_close(TObject *self, PyObject *Py_UNUSED(ignored))
-{
-    if (!self->closed) {
-        t_detach(self);
-        self->closed = 1;
-    }
-    t_maybe_release(self);
     Py_RETURN_NONE;
 }
 
 static int t_traverse(TObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->dict);
+    Py_VISIT(self->base.dict);
     Py_VISIT(self->f_owner);
     Py_VISIT(self->f_slow);
     Py_VISIT(self->f_closed);
-    Py_VISIT(self->f_codec);
-    Py_VISIT(self->f_dumps);
-    Py_VISIT(self->f_enc_error);
-    Py_VISIT(self->f_watch);
-    return 0;
+    return il_pickler_traverse(&self->pk, visit, arg);
 }
 
+/* The object path's references but the pickler's (il_pickler_set replaces
+ * that one). */
 static void t_fast_clear(TObject *self)
 {
     Py_CLEAR(self->f_owner);
     Py_CLEAR(self->f_slow);
     Py_CLEAR(self->f_closed);
-    Py_CLEAR(self->f_codec);
-    Py_CLEAR(self->f_dumps);
-    Py_CLEAR(self->f_enc_error);
-    Py_CLEAR(self->f_watch_name);
-    Py_CLEAR(self->f_watch);
-    Py_CLEAR(self->f_proto);
     self->f_has_bytes = 0;
 }
 
 static int t_clear(TObject *self)
 {
-    Py_CLEAR(self->dict);
+    Py_CLEAR(self->base.dict);
+    il_pickler_clear(&self->pk);
     t_fast_clear(self);
     return 0;
 }
 
-static void t_dealloc(TObject *self)
+static void t_free_extra(il_handle *h)
 {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (self->weakreflist)
-        PyObject_ClearWeakRefs((PyObject *)self);
-    if (!self->closed) {
-        t_detach(self);
-        self->closed = 1;
-    }
-    if (self->has_buf) {
-        self->has_buf = 0;
-        PyBuffer_Release(&self->buf);
-    }
+    TObject *self = (TObject *)h;
     if (self->wlock)
         PyThread_free_lock(self->wlock);
-    Py_CLEAR(self->dict);
+    il_pickler_clear(&self->pk);
     t_fast_clear(self);
-    tp->tp_free((PyObject *)self);
-    Py_DECREF(tp);
 }
 
 /* ======================================================================= */
@@ -350,15 +244,15 @@ static int ensure_writer(TObject *self)
 {
     if (self->has_writer && self->w_fork_gen == il_fork_generation())
         return 0;
-    int rc = il_topic_pub_claim(&self->t, &self->w, self->ident);
+    int rc = il_topic_pub_claim(&self->t, &self->w, self->base.ident);
     if (rc == IL_NOSLOT) {
-        PyErr_Format(self->st->Busy,
+        PyErr_Format(self->base.st->Busy,
                      "every publisher slot of this topic (%u) is held by a live process",
                      (unsigned)self->t.npub);
         return -1;
     }
     if (rc != IL_OK) {
-        corrupt(self->st);
+        corrupt(self->base.st);
         return -1;
     }
     self->has_writer = 1;
@@ -376,7 +270,7 @@ static int reserve(TObject *self, uint64_t len, int64_t timeout_ns, uint8_t **pt
         int64_t next_reap = il_now_ns() + T_REAP_NS;
         for (;;) {
             int64_t slice = slice_left(deadline, T_PUB_SLICE_NS);
-            self->busy++;
+            self->base.busy++;
             Py_BEGIN_ALLOW_THREADS
             rc = il_topic_pub_reserve_wait(&self->w, len, ptr, slice);
             if (rc == IL_FULL && il_now_ns() >= next_reap) {
@@ -387,10 +281,10 @@ static int reserve(TObject *self, uint64_t len, int64_t timeout_ns, uint8_t **pt
                 rc = il_topic_pub_reserve(&self->w, len, ptr);
             }
             Py_END_ALLOW_THREADS
-            self->busy--;
+            self->base.busy--;
             if (rc != IL_FULL && rc != IL_EINTR)
                 break;
-            if (PyErr_CheckSignals() < 0 || t_closed_meanwhile(self))
+            if (PyErr_CheckSignals() < 0 || il_handle_closed_meanwhile(&self->base))
                 return -1;
             if (il_now_ns() >= deadline)
                 break;
@@ -401,17 +295,17 @@ static int reserve(TObject *self, uint64_t len, int64_t timeout_ns, uint8_t **pt
         return IL_OK;
     case IL_FULL:
     case IL_EINTR:
-        PyErr_SetString(self->st->Timeout,
+        PyErr_SetString(self->base.st->Timeout,
                         "publish timed out: a subscriber has not consumed what it would "
                         "overwrite (policy 'block')");
         return -1;
     case IL_TOOBIG:
-        PyErr_Format(self->st->MessageTooLarge,
+        PyErr_Format(self->base.st->MessageTooLarge,
                      "a message of %llu bytes can never fit this topic (at most %llu)",
                      (unsigned long long)len, (unsigned long long)il_topic_max_payload(&self->t));
         return -1;
     default:
-        corrupt(self->st);
+        corrupt(self->base.st);
         return -1;
     }
 }
@@ -498,7 +392,7 @@ static PyObject *t_publish_many(TObject *self, PyObject *const *args, Py_ssize_t
     PyThread_release_lock(self->wlock);
     Py_DECREF(seq);
     if (failed) {
-        if (done > 0 && PyErr_ExceptionMatches(self->st->Timeout)) {
+        if (done > 0 && PyErr_ExceptionMatches(self->base.st->Timeout)) {
             PyErr_Clear();
             return PyLong_FromSsize_t(done);
         }
@@ -536,9 +430,9 @@ static PyObject *t_publish_into(TObject *self, PyObject *const *args, Py_ssize_t
     if (ensure_writer(self) == 0 && reserve(self, (uint64_t)size, timeout_ns, &ptr) == 0) {
         PyObject *mv = PyMemoryView_FromMemory((char *)ptr, size, PyBUF_WRITE);
         if (mv != NULL) {
-            self->busy++; /* the mapping must outlive the writer's call */
+            self->base.busy++; /* the mapping must outlive the writer's call */
             PyObject *r = PyObject_CallOneArg(a[1], mv);
-            self->busy--;
+            self->base.busy--;
             PyObject *et, *ev, *tb;
             PyErr_Fetch(&et, &ev, &tb); /* the writer's error, if any, wins */
             PyObject *rel = PyObject_CallMethod(mv, "release", NULL);
@@ -552,8 +446,8 @@ static PyObject *t_publish_into(TObject *self, PyObject *const *args, Py_ssize_t
             Py_DECREF(mv);
             if (r != NULL) {
                 Py_DECREF(r);
-                if (self->closed) {
-                    t_closed_meanwhile(self);
+                if (self->base.closed) {
+                    il_handle_closed_meanwhile(&self->base);
                 } else {
                     il_topic_pub_commit(&self->w, (uint64_t)size);
                     result = Py_NewRef(Py_None);
@@ -562,7 +456,7 @@ static PyObject *t_publish_into(TObject *self, PyObject *const *args, Py_ssize_t
         }
     }
     PyThread_release_lock(self->wlock);
-    t_maybe_release(self);
+    il_handle_maybe_release(&self->base);
     return result;
 }
 
@@ -621,26 +515,12 @@ static PyObject *t_fast_setup(TObject *self, PyObject *const *args, Py_ssize_t n
     Py_ssize_t lim = 0;
     if (a[8] != NULL && (lim = PyLong_AsSsize_t(a[8])) == -1 && PyErr_Occurred())
         return NULL;
-    PyObject *name = PyUnicode_InternFromString("_watch");
-    PyObject *proto = PyLong_FromLong(5);
-    PyObject *watch = a[9] != NULL ? Py_NewRef(a[9]) : PyLong_FromLong(0);
-    if (name == NULL || proto == NULL || watch == NULL) {
-        Py_XDECREF(name);
-        Py_XDECREF(proto);
-        Py_XDECREF(watch);
+    if (il_pickler_set(&self->pk, a[3], a[4], dumps, lim, a[9]) < 0)
         return NULL;
-    }
     t_fast_clear(self);
     self->f_owner = Py_NewRef(a[0]);
     self->f_slow = Py_NewRef(a[1]);
     self->f_closed = Py_NewRef(a[2]);
-    self->f_codec = Py_NewRef(a[3]);
-    self->f_enc_error = Py_NewRef(a[4]);
-    self->f_dumps = Py_XNewRef(dumps);
-    self->f_watch_name = name;
-    self->f_watch = watch;
-    self->f_proto = proto;
-    self->f_limit = lim;
     self->f_has_bytes = has_bytes;
     if (has_bytes)
         memcpy(self->f_bytes_tail, btail, 8);
@@ -653,7 +533,7 @@ static PyObject *t_fast_setup(TObject *self, PyObject *const *args, Py_ssize_t n
 static PyObject *t_publish_slow(TObject *self, PyObject *obj, PyObject *timeout)
 {
     if (self->f_owner == NULL) {
-        PyErr_SetString(self->st->Closed, "this topic handle is not set up for objects");
+        PyErr_SetString(self->base.st->Closed, "this topic handle is not set up for objects");
         return NULL;
     }
     PyObject *topic = PyObject_CallNoArgs(self->f_owner);
@@ -686,7 +566,7 @@ static PyObject *publish_framed(TObject *self, const void *data, Py_ssize_t n,
         result = Py_NewRef(Py_None);
     }
     PyThread_release_lock(self->wlock);
-    t_maybe_release(self);
+    il_handle_maybe_release(&self->base);
     return result;
 }
 
@@ -705,7 +585,7 @@ static PyObject *t_publish_obj(TObject *self, PyObject *const *args, Py_ssize_t 
     if (fast_args("publish", args, nargs, kwnames, names, 1, a) < 0)
         return NULL;
     PyObject *obj = a[0];
-    if (self->closed || self->f_owner == NULL)
+    if (self->base.closed || self->f_owner == NULL)
         return t_publish_slow(self, obj, a[1]);
     if (Py_IS_TYPE(obj, &PyBytes_Type)) {
         Py_ssize_t n = PyBytes_GET_SIZE(obj);
@@ -718,14 +598,10 @@ static PyObject *t_publish_obj(TObject *self, PyObject *const *args, Py_ssize_t 
          * while the GIL is released in reserve() */
         return publish_framed(self, PyBytes_AS_STRING(obj), n, self->f_bytes_tail, timeout_ns);
     }
-    if (self->f_dumps == NULL || Py_IS_TYPE(obj, &PyByteArray_Type) ||
+    if (self->pk.dumps == NULL || Py_IS_TYPE(obj, &PyByteArray_Type) ||
         Py_IS_TYPE(obj, &PyMemoryView_Type))
         return t_publish_slow(self, obj, a[1]);
-    PyObject *w = PyObject_GetAttr(self->f_codec, self->f_watch_name);
-    if (w == NULL)
-        return NULL;
-    int watching = PyObject_IsTrue(w);
-    Py_DECREF(w);
+    int watching = il_pickler_watching(&self->pk);
     if (watching < 0)
         return NULL;
     if (watching)
@@ -733,29 +609,12 @@ static PyObject *t_publish_obj(TObject *self, PyObject *const *args, Py_ssize_t 
     int64_t timeout_ns;
     if (parse_pub_timeout(a[1], &timeout_ns) < 0)
         return NULL;
-    PyObject *pargs[2] = {obj, self->f_proto};
-    PyObject *d = PyObject_Vectorcall(self->f_dumps, pargs, 2, NULL);
-    if (d == NULL) {
-        /* MemoryError and non-Exception exceptions propagate as they are */
-        if (!PyErr_ExceptionMatches(PyExc_MemoryError) && PyErr_ExceptionMatches(PyExc_Exception)) {
-            PyObject *cause = il_fetch_exc();
-            il_raise_from(PyObject_CallFunctionObjArgs(self->f_enc_error, obj, cause, NULL),
-                          cause);
-        }
+    PyObject *d;
+    int got = il_pickler_dumps(&self->pk, obj, &d);
+    if (got < 0)
         return NULL;
-    }
-    if (!PyBytes_Check(d)) {
-        Py_DECREF(d);
-        PyErr_SetString(PyExc_TypeError, "the fast path's dumps did not return bytes");
-        return NULL;
-    }
-    if (PyBytes_GET_SIZE(d) >= self->f_limit) {
-        /* may hold an out-of-band buffer: the codec pickles it again, watching */
-        Py_DECREF(d);
-        if (PyObject_SetAttr(self->f_codec, self->f_watch_name, self->f_watch) < 0)
-            return NULL;
+    if (got == 0) /* may hold an out-of-band buffer: the codec pickles it again, watching */
         return t_publish_slow(self, obj, a[1]);
-    }
     /* pickling ran Python code: the handle may have been closed meanwhile
      * (publish_framed's t_check raises Closed then) */
     PyObject *r = publish_framed(self, PyBytes_AS_STRING(d), PyBytes_GET_SIZE(d),
@@ -809,21 +668,21 @@ static PyObject *t_subscribe(TObject *self, PyObject *const *args, Py_ssize_t na
         Py_DECREF(s);
         return PyErr_NoMemory();
     }
-    int rc = il_topic_sub_join(&self->t, &s->r, self->ident, (uint64_t)history);
+    int rc = il_topic_sub_join(&self->t, &s->r, self->base.ident, (uint64_t)history);
     if (rc == IL_NOSLOT && il_topic_reap_subs(&self->t) > 0)
-        rc = il_topic_sub_join(&self->t, &s->r, self->ident, (uint64_t)history);
+        rc = il_topic_sub_join(&self->t, &s->r, self->base.ident, (uint64_t)history);
     if (rc != IL_OK) {
         Py_DECREF(s);
         if (rc == IL_NOSLOT)
-            PyErr_Format(self->st->Busy,
+            PyErr_Format(self->base.st->Busy,
                          "every subscriber slot of this topic (%u) is held by a live process",
                          (unsigned)self->t.nsub);
         else
-            corrupt(self->st);
+            corrupt(self->base.st);
         return NULL;
     }
     s->joined = 1;
-    self->live++;
+    self->base.live++;
     return (PyObject *)s;
 }
 
@@ -845,7 +704,7 @@ static PyObject *t_get_policy(TObject *self, void *Py_UNUSED(c))
 
 static PyObject *t_get_max_payload(TObject *self, void *Py_UNUSED(c))
 {
-    return U64(self->has_buf ? il_topic_max_payload(&self->t) : 0);
+    return U64(self->base.has_buf ? il_topic_max_payload(&self->t) : 0);
 }
 
 static PyObject *t_get_ring_bytes(TObject *self, void *Py_UNUSED(c)) { return U64(self->t.cap); }
@@ -869,17 +728,11 @@ static PyGetSetDef t_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyMemberDef t_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(TObject, weakreflist), READONLY, NULL},
-    {"__dictoffset__", T_PYSSIZET, offsetof(TObject, dict), READONLY, NULL},
-    {NULL, 0, 0, 0, NULL},
-};
-
 #define FASTKW (METH_FASTCALL | METH_KEYWORDS)
 
 static PyMethodDef t_methods[] = {
     {"_bind", (PyCFunction)t_bind, METH_O, "Bind to a formatted topic segment."},
-    {"_close", (PyCFunction)t_close, METH_NOARGS,
+    {"_close", il_handle_close, METH_NOARGS,
      "Give the publisher slot back and detach; the mapping is released when no "
      "subscription uses it any more."},
     {"publish", (PyCFunction)(void (*)(void))t_publish, FASTKW, t_publish_doc},
@@ -896,12 +749,12 @@ static PyMethodDef t_methods[] = {
 static PyType_Slot t_slots[] = {
     {Py_tp_doc, "The native half of interlink.Topic."},
     {Py_tp_new, t_new},
-    {Py_tp_dealloc, t_dealloc},
+    {Py_tp_dealloc, il_handle_dealloc},
     {Py_tp_traverse, t_traverse},
     {Py_tp_clear, t_clear},
     {Py_tp_methods, t_methods},
     {Py_tp_getset, t_getset},
-    {Py_tp_members, t_members},
+    {Py_tp_members, il_handle_members},
     {0, NULL},
 };
 
@@ -923,20 +776,20 @@ static void s_leave(SObject *s)
         return;
     s->joined = 0;
     TObject *t = s->topic;
-    if (t->has_buf && s->fork_gen == il_fork_generation())
+    if (t->base.has_buf && s->fork_gen == il_fork_generation())
         il_topic_sub_leave(&s->r);
-    t->live--;
-    t_maybe_release(t);
+    t->base.live--;
+    il_handle_maybe_release(&t->base);
 }
 
 static int s_check(SObject *s)
 {
-    if (!s->joined || !s->topic->has_buf) {
-        PyErr_SetString(s->topic->st->Closed, "this subscription is closed");
+    if (!s->joined || !s->topic->base.has_buf) {
+        PyErr_SetString(s->topic->base.st->Closed, "this subscription is closed");
         return -1;
     }
     if (s->fork_gen != il_fork_generation()) {
-        PyErr_SetString(s->topic->st->Closed,
+        PyErr_SetString(s->topic->base.st->Closed,
                         "this subscription belongs to the parent process (subscribe again "
                         "after fork)");
         return -1;
@@ -952,10 +805,10 @@ static void m_do_release(MObject *m)
 {
     SObject *s = m->sub;
     m->state = 2;
-    if (s->joined && s->topic->has_buf && s->fork_gen == il_fork_generation())
+    if (s->joined && s->topic->base.has_buf && s->fork_gen == il_fork_generation())
         il_topic_sub_release(&s->r, m->ring, m->pos);
-    s->topic->live--;
-    t_maybe_release(s->topic);
+    s->topic->base.live--;
+    il_handle_maybe_release(&s->topic->base);
 }
 
 static PyObject *m_make(SObject *s, const il_topic_rec *rec)
@@ -970,7 +823,7 @@ static PyObject *m_make(SObject *s, const il_topic_rec *rec)
     m->ring = rec->ring;
     m->state = 0;
     m->exports = 0;
-    s->topic->live++;
+    s->topic->base.live++;
     return (PyObject *)m;
 }
 
@@ -1093,7 +946,7 @@ static PyObject *s_try(SObject *s, int *kind)
         if (rc == IL_EMPTY)
             return NULL;
         if (rc != IL_OK)
-            return corrupt(s->topic->st);
+            return corrupt(s->topic->base.st);
         if (m.len >= T_VIEW_MIN && il_topic_sub_can_hold(&s->r, &m)) {
             if (il_topic_sub_consume_hold(&s->r, &m) != IL_OK)
                 continue;
@@ -1129,7 +982,7 @@ static PyObject *s_wait(SObject *s, int64_t timeout_ns, int *kind)
     /* spin a little (GIL released): adaptive, as Channel's receiver */
     int found = 0;
     int64_t spin = s->spin_ns;
-    t->busy++;
+    t->base.busy++;
     Py_BEGIN_ALLOW_THREADS
     int64_t until = il_now_ns() + spin;
     if (until > deadline)
@@ -1143,12 +996,12 @@ static PyObject *s_wait(SObject *s, int64_t timeout_ns, int *kind)
         }
     } while (il_now_ns() < until);
     Py_END_ALLOW_THREADS
-    t->busy--;
+    t->base.busy--;
     s->spin_ns = found ? (spin * 2 > T_SPIN_MAX_NS ? T_SPIN_MAX_NS : spin * 2)
                        : (spin / 2 < T_SPIN_MIN_NS ? T_SPIN_MIN_NS : spin / 2);
     for (;;) {
-        if (t->closed || !s->joined) {
-            PyErr_SetString(t->st->Closed, "this subscription was closed while in use");
+        if (t->base.closed || !s->joined) {
+            PyErr_SetString(t->base.st->Closed, "this subscription was closed while in use");
             return NULL;
         }
         out = s_try(s, kind);
@@ -1156,14 +1009,14 @@ static PyObject *s_wait(SObject *s, int64_t timeout_ns, int *kind)
             return out;
         int64_t slice = slice_left(deadline, T_SLICE_NS);
         if (slice <= 0) {
-            PyErr_SetString(t->st->Timeout, "no message within the timeout");
+            PyErr_SetString(t->base.st->Timeout, "no message within the timeout");
             return NULL;
         }
-        t->busy++;
+        t->base.busy++;
         Py_BEGIN_ALLOW_THREADS
         il_topic_sub_wait(&s->r, slice);
         Py_END_ALLOW_THREADS
-        t->busy--;
+        t->base.busy--;
         if (PyErr_CheckSignals() < 0)
             return NULL;
     }
@@ -1199,8 +1052,8 @@ static PyObject *s_take(SObject *s, int64_t timeout_ns, int *kind)
         out = s_wait(s, timeout_ns, kind);
     PyThread_release_lock(s->lock);
     if (out == NULL && !PyErr_Occurred())
-        PyErr_SetString(t->st->Timeout, "no message available");
-    t_maybe_release(t);
+        PyErr_SetString(t->base.st->Timeout, "no message available");
+    il_handle_maybe_release(&t->base);
     return out;
 }
 
@@ -1280,12 +1133,8 @@ static PyObject *s_decode(SObject *s, PyObject *data, int kind)
     case FK_LOADS:
         /* pickle.loads stops at STOP: the trailer after it is ignored */
         r = PyObject_CallOneArg(s->f_loads, data);
-        if (r == NULL && PyErr_ExceptionMatches(s->f_errors)) {
-            PyObject *cause = il_fetch_exc();
-            PyObject *msg = PyUnicode_FromFormat("pickle payload could not be decoded: %S", cause);
-            il_raise_from(msg ? PyObject_CallOneArg(s->topic->st->Corrupt, msg) : NULL, cause);
-            Py_XDECREF(msg);
-        }
+        if (r == NULL && PyErr_ExceptionMatches(s->f_errors))
+            il_corrupt_from_current(s->topic->base.st);
         break;
     default:
         r = PyObject_CallOneArg(s->f_decode, data);
@@ -1301,7 +1150,7 @@ static PyObject *s_decode(SObject *s, PyObject *data, int kind)
 static int s_obj_ready(SObject *s)
 {
     if (s->f_decode == NULL) {
-        PyErr_SetString(s->topic->st->Closed, "this subscription is not set up for objects");
+        PyErr_SetString(s->topic->base.st->Closed, "this subscription is not set up for objects");
         return -1;
     }
     if (s->f_failed != NULL) {
@@ -1376,7 +1225,7 @@ static PyObject *s_recv_many_obj(SObject *s, PyObject *const *args, Py_ssize_t n
                 break;
         }
         PyThread_release_lock(s->lock);
-        t_maybe_release(t);
+        il_handle_maybe_release(&t->base);
     }
     if (PyErr_Occurred())
         failed = il_fetch_exc();
@@ -1432,7 +1281,7 @@ static PyObject *s_get_lost(SObject *s, void *Py_UNUSED(c)) { return U64(s->r.lo
 static PyObject *s_get_received(SObject *s, void *Py_UNUSED(c)) { return U64(s->r.received); }
 static PyObject *s_get_closed(SObject *s, void *Py_UNUSED(c))
 {
-    return PyBool_FromLong(!s->joined || !s->topic->has_buf);
+    return PyBool_FromLong(!s->joined || !s->topic->base.has_buf);
 }
 
 static int s_traverse(SObject *s, visitproc visit, void *arg)
