@@ -801,6 +801,58 @@ def pickle_allowed(owner_uid: int, mode: int, trusted: bool) -> bool:
     return owner_uid == os.geteuid() and not mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
+# -------------------------------------------- shared by Queue and Topic
+
+
+def check_descriptor(
+    kind: str, name: str, magic_ok: bool, codec_id: int, codec_name: bytes, codec: Codec
+) -> None:
+    """Raise ``Incompatible`` unless a segment's codec descriptor names ``codec``.
+
+    ``kind`` ("queue", "topic") and ``name`` go into the message;
+    ``magic_ok`` says whether the descriptor's magic was found; ``codec_id``
+    and ``codec_name`` (NUL-padded ASCII) are what the segment stores.
+    """
+    stored = codec_name.rstrip(b"\0").decode("ascii", "replace")
+    if not magic_ok:
+        raise Incompatible(f"{kind} {name!r} has no codec descriptor")
+    if codec_id != codec.codec_id or stored != codec.name:
+        raise Incompatible(f"{kind} {name!r} uses the codec {stored!r}, not {codec.name!r}")
+
+
+def segment_pickle_ok(codec: Codec, fd: int, trusted: bool) -> bool:
+    """Whether records of ``codec`` read from the segment open on ``fd`` may
+    be decoded: always for a codec that runs no code, else by
+    :func:`pickle_allowed` on the segment's owner and mode (trusted when
+    ``trusted`` or the codec itself is)."""
+    st = os.fstat(fd)
+    return not codec.runs_code or pickle_allowed(
+        st.st_uid, stat.S_IMODE(st.st_mode), bool(trusted) or codec.trusted
+    )
+
+
+def refuse_pickle(kind: str, name: str, data: Any) -> None:
+    """Raise ``AccessDenied`` unless ``data`` is a raw bytes/bytearray/memoryview
+    record of the pickle codec (those run no code when decoded).
+
+    For a record read from the ``kind`` ("queue", "topic") ``name`` whose
+    segment :func:`segment_pickle_ok` refused.
+    """
+    mv = memoryview(data)
+    try:
+        n = mv.nbytes
+        if n >= TRAILER_SIZE:
+            flags = _TRAILER.unpack_from(mv, n - TRAILER_SIZE)[2]
+            if flags & _RAW_MASK:
+                return
+    finally:
+        mv.release()
+    raise AccessDenied(
+        f"refusing to unpickle a record from {kind} {name!r}: the segment is not "
+        "owned by this user or is writable by others (pass trusted=True to accept)"
+    )
+
+
 def _fix_module() -> None:
     # Tracebacks, reprs and pickles name the public path (interlink.PickleCodec).
     for cls in (Codec, BytesCodec, PickleCodec, MsgpackCodec, JsonCodec, Encoded):
