@@ -30,6 +30,7 @@ gives objects that own their memory, so the record may be released at once.
 
 from __future__ import annotations
 
+import abc
 import importlib
 import json
 import os
@@ -369,13 +370,15 @@ class _Parsed:
 # ------------------------------------------------------------------ codecs
 
 
-class Codec:
+class Codec(abc.ABC):
     """Turns objects into records and back; one subclass per wire encoding.
 
     ``encode(obj)`` returns a :data:`Record`; ``decode(record)`` the object.
     A codec is stateless apart from its options, so one instance serves any
     number of threads.  ``decode`` refuses (``Incompatible``) records written
-    by another codec.
+    by another codec.  A subclass implements ``encode`` and ``_loads`` (the
+    payload of a checked record to the object); :class:`_SimpleCodec` gives
+    the ``encode`` of codecs that only turn an object into payload bytes.
     """
 
     name: ClassVar[str]
@@ -394,21 +397,13 @@ class Codec:
         """Whether records are decoded whoever wrote them (only pickle asks)."""
         return True
 
+    @abc.abstractmethod
     def encode(self, obj: Any) -> Record:
         """Encode ``obj``: ``bytes`` (the whole record) or an :class:`Encoded`.
 
         Raises :class:`~interlink.EncodeError` (a TypeError) when the codec
         cannot represent ``obj``.
         """
-        try:
-            data = self._dumps(obj)
-        except MemoryError:
-            raise
-        except Exception as exc:
-            raise self._encode_error(obj, exc) from exc
-        if len(data) <= INLINE_MAX:
-            return data + self._tail
-        return Encoded(self.codec_id, 0, data, [], self._uid)
 
     def dumps(self, obj: Any) -> bytes:
         """The record of ``obj`` as one ``bytes`` object (copies big buffers into it)."""
@@ -445,12 +440,10 @@ class Codec:
     def _encode_error(self, obj: object, exc: BaseException) -> EncodeError:
         return EncodeError(f"codec {self.name!r} cannot encode {type(obj).__name__}: {exc}")
 
-    # Subclasses implement these two (or override encode/decode).
-    def _dumps(self, obj: Any) -> bytes:
-        raise NotImplementedError
-
+    @abc.abstractmethod
     def _loads(self, p: _Parsed, copy: bool) -> Any:
-        raise NotImplementedError
+        """The object in the payload of ``p`` (a record :meth:`_check` accepted);
+        views of the record unless ``copy``."""
 
     def __repr__(self) -> str:
         return f"<interlink codec {self.name!r}>"
@@ -473,6 +466,33 @@ class Codec:
     @classmethod
     def _from_options(cls, *options: Any) -> Codec:
         return cls(*options)
+
+
+class _SimpleCodec(Codec):
+    """A codec whose records are its serialization's bytes and nothing else
+    (no flags, no out-of-band buffers): subclasses implement ``_dumps`` and
+    ``_loads``."""
+
+    def encode(self, obj: Any) -> Record:
+        """Encode ``obj``: ``bytes`` (the whole record) or an :class:`Encoded`.
+
+        Raises :class:`~interlink.EncodeError` (a TypeError) when the codec
+        cannot represent ``obj``.
+        """
+        try:
+            data = self._dumps(obj)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise self._encode_error(obj, exc) from exc
+        if len(data) <= INLINE_MAX:
+            return data + self._tail
+        return Encoded(self.codec_id, 0, data, [], self._uid)
+
+    @abc.abstractmethod
+    def _dumps(self, obj: Any) -> bytes:
+        """The payload of ``obj``'s record; any Exception but MemoryError
+        becomes an EncodeError."""
 
 
 class BytesCodec(Codec):
@@ -674,7 +694,7 @@ class PickleCodec(Codec):
         return pickle.loads(p.payload(), buffers=buffers)
 
 
-class MsgpackCodec(Codec):
+class MsgpackCodec(_SimpleCodec):
     """MessagePack (the optional ``msgpack`` package): safe between users.
 
     Represents None, bool, int (64-bit), float, str, bytes, lists/tuples and
@@ -720,7 +740,7 @@ class MsgpackCodec(Codec):
             raise Corrupt(f"msgpack payload could not be decoded: {exc}") from exc
 
 
-class JsonCodec(Codec):
+class JsonCodec(_SimpleCodec):
     """JSON text in UTF-8: safe between users, readable by anything.
 
     Represents None, bool, int, float, str, lists/tuples and dicts with string
