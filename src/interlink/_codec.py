@@ -30,6 +30,7 @@ gives objects that own their memory, so the record may be released at once.
 
 from __future__ import annotations
 
+import abc
 import importlib
 import json
 import os
@@ -369,13 +370,15 @@ class _Parsed:
 # ------------------------------------------------------------------ codecs
 
 
-class Codec:
+class Codec(abc.ABC):
     """Turns objects into records and back; one subclass per wire encoding.
 
     ``encode(obj)`` returns a :data:`Record`; ``decode(record)`` the object.
     A codec is stateless apart from its options, so one instance serves any
     number of threads.  ``decode`` refuses (``Incompatible``) records written
-    by another codec.
+    by another codec.  A subclass implements ``encode`` and ``_loads`` (the
+    payload of a checked record to the object); :class:`_SimpleCodec` gives
+    the ``encode`` of codecs that only turn an object into payload bytes.
     """
 
     name: ClassVar[str]
@@ -394,21 +397,13 @@ class Codec:
         """Whether records are decoded whoever wrote them (only pickle asks)."""
         return True
 
+    @abc.abstractmethod
     def encode(self, obj: Any) -> Record:
         """Encode ``obj``: ``bytes`` (the whole record) or an :class:`Encoded`.
 
         Raises :class:`~interlink.EncodeError` (a TypeError) when the codec
         cannot represent ``obj``.
         """
-        try:
-            data = self._dumps(obj)
-        except MemoryError:
-            raise
-        except Exception as exc:
-            raise self._encode_error(obj, exc) from exc
-        if len(data) <= INLINE_MAX:
-            return data + self._tail
-        return Encoded(self.codec_id, 0, data, [], self._uid)
 
     def dumps(self, obj: Any) -> bytes:
         """The record of ``obj`` as one ``bytes`` object (copies big buffers into it)."""
@@ -445,12 +440,10 @@ class Codec:
     def _encode_error(self, obj: object, exc: BaseException) -> EncodeError:
         return EncodeError(f"codec {self.name!r} cannot encode {type(obj).__name__}: {exc}")
 
-    # Subclasses implement these two (or override encode/decode).
-    def _dumps(self, obj: Any) -> bytes:
-        raise NotImplementedError
-
+    @abc.abstractmethod
     def _loads(self, p: _Parsed, copy: bool) -> Any:
-        raise NotImplementedError
+        """The object in the payload of ``p`` (a record :meth:`_check` accepted);
+        views of the record unless ``copy``."""
 
     def __repr__(self) -> str:
         return f"<interlink codec {self.name!r}>"
@@ -473,6 +466,33 @@ class Codec:
     @classmethod
     def _from_options(cls, *options: Any) -> Codec:
         return cls(*options)
+
+
+class _SimpleCodec(Codec):
+    """A codec whose records are its serialization's bytes and nothing else
+    (no flags, no out-of-band buffers): subclasses implement ``_dumps`` and
+    ``_loads``."""
+
+    def encode(self, obj: Any) -> Record:
+        """Encode ``obj``: ``bytes`` (the whole record) or an :class:`Encoded`.
+
+        Raises :class:`~interlink.EncodeError` (a TypeError) when the codec
+        cannot represent ``obj``.
+        """
+        try:
+            data = self._dumps(obj)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise self._encode_error(obj, exc) from exc
+        if len(data) <= INLINE_MAX:
+            return data + self._tail
+        return Encoded(self.codec_id, 0, data, [], self._uid)
+
+    @abc.abstractmethod
+    def _dumps(self, obj: Any) -> bytes:
+        """The payload of ``obj``'s record; any Exception but MemoryError
+        becomes an EncodeError."""
 
 
 class BytesCodec(Codec):
@@ -674,7 +694,7 @@ class PickleCodec(Codec):
         return pickle.loads(p.payload(), buffers=buffers)
 
 
-class MsgpackCodec(Codec):
+class MsgpackCodec(_SimpleCodec):
     """MessagePack (the optional ``msgpack`` package): safe between users.
 
     Represents None, bool, int (64-bit), float, str, bytes, lists/tuples and
@@ -720,7 +740,7 @@ class MsgpackCodec(Codec):
             raise Corrupt(f"msgpack payload could not be decoded: {exc}") from exc
 
 
-class JsonCodec(Codec):
+class JsonCodec(_SimpleCodec):
     """JSON text in UTF-8: safe between users, readable by anything.
 
     Represents None, bool, int, float, str, lists/tuples and dicts with string
@@ -799,6 +819,58 @@ def pickle_allowed(owner_uid: int, mode: int, trusted: bool) -> bool:
     if trusted:
         return True
     return owner_uid == os.geteuid() and not mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+# -------------------------------------------- shared by Queue and Topic
+
+
+def check_descriptor(
+    kind: str, name: str, magic_ok: bool, codec_id: int, codec_name: bytes, codec: Codec
+) -> None:
+    """Raise ``Incompatible`` unless a segment's codec descriptor names ``codec``.
+
+    ``kind`` ("queue", "topic") and ``name`` go into the message;
+    ``magic_ok`` says whether the descriptor's magic was found; ``codec_id``
+    and ``codec_name`` (NUL-padded ASCII) are what the segment stores.
+    """
+    stored = codec_name.rstrip(b"\0").decode("ascii", "replace")
+    if not magic_ok:
+        raise Incompatible(f"{kind} {name!r} has no codec descriptor")
+    if codec_id != codec.codec_id or stored != codec.name:
+        raise Incompatible(f"{kind} {name!r} uses the codec {stored!r}, not {codec.name!r}")
+
+
+def segment_pickle_ok(codec: Codec, fd: int, trusted: bool) -> bool:
+    """Whether records of ``codec`` read from the segment open on ``fd`` may
+    be decoded: always for a codec that runs no code, else by
+    :func:`pickle_allowed` on the segment's owner and mode (trusted when
+    ``trusted`` or the codec itself is)."""
+    st = os.fstat(fd)
+    return not codec.runs_code or pickle_allowed(
+        st.st_uid, stat.S_IMODE(st.st_mode), bool(trusted) or codec.trusted
+    )
+
+
+def refuse_pickle(kind: str, name: str, data: Any) -> None:
+    """Raise ``AccessDenied`` unless ``data`` is a raw bytes/bytearray/memoryview
+    record of the pickle codec (those run no code when decoded).
+
+    For a record read from the ``kind`` ("queue", "topic") ``name`` whose
+    segment :func:`segment_pickle_ok` refused.
+    """
+    mv = memoryview(data)
+    try:
+        n = mv.nbytes
+        if n >= TRAILER_SIZE:
+            flags = _TRAILER.unpack_from(mv, n - TRAILER_SIZE)[2]
+            if flags & _RAW_MASK:
+                return
+    finally:
+        mv.release()
+    raise AccessDenied(
+        f"refusing to unpickle a record from {kind} {name!r}: the segment is not "
+        "owned by this user or is writable by others (pass trusted=True to accept)"
+    )
 
 
 def _fix_module() -> None:

@@ -17,7 +17,6 @@ import mmap
 import os
 import pickle
 import secrets
-import stat
 import struct
 import threading
 import time
@@ -30,15 +29,14 @@ from typing import Any, Final, TypeVar, cast
 from . import _native
 from ._codec import (
     _PARSE_ERRORS,
-    _RAW_MASK,
-    _TRAILER,
     _WATCH,
-    TRAILER_SIZE,
     Codec,
     PickleCodec,
     Record,
+    check_descriptor,
     get_codec,
-    pickle_allowed,
+    refuse_pickle,
+    segment_pickle_ok,
 )
 from ._segment import _HEADER, Segment, _check_header, _Header, _read_header
 from .errors import (
@@ -48,7 +46,6 @@ from .errors import (
     Corrupt,
     Empty,
     Full,
-    Incompatible,
     InterlinkError,
     MessageTooLarge,
     NotFound,
@@ -183,24 +180,6 @@ def _reset_batch_syncs_in_child() -> None:
 os.register_at_fork(after_in_child=_reset_batch_syncs_in_child)
 
 
-def _refuse_pickle(name: str, data: Any) -> None:
-    """Raise AccessDenied unless ``data`` is a raw bytes/bytearray/memoryview
-    record of the pickle codec (those run no code when decoded)."""
-    mv = memoryview(data)
-    try:
-        n = mv.nbytes
-        if n >= TRAILER_SIZE:
-            flags = _TRAILER.unpack_from(mv, n - TRAILER_SIZE)[2]
-            if flags & _RAW_MASK:
-                return
-    finally:
-        mv.release()
-    raise AccessDenied(
-        f"refusing to unpickle a record from queue {name!r}: the segment is not "
-        "owned by this user or is writable by others (pass trusted=True to accept)"
-    )
-
-
 def _decode_record(
     codec: Codec, pickle_ok: bool, name: str, data: bytes | _native.QueueMessage
 ) -> Any:
@@ -212,12 +191,12 @@ def _decode_record(
     """
     if type(data) is bytes:
         if not pickle_ok:
-            _refuse_pickle(name, data)
+            refuse_pickle("queue", name, data)
         return codec.decode(data)
     assert isinstance(data, _native.QueueMessage)
     try:
         if not pickle_ok:
-            _refuse_pickle(name, data)
+            refuse_pickle("queue", name, data)
         # Views of out-of-band buffers defer the release until they go.
         return codec.decode(data, copy=False)
     finally:
@@ -516,19 +495,12 @@ class Queue:
             magic, got_id, self._maxsize, got_name = _DESC.unpack_from(
                 self._segment.mm, _native.SEG_QUEUE_DESC
             )
-            stored = got_name.rstrip(b"\0").decode("ascii", "replace")
-            if magic != _DESC_MAGIC:
-                raise Incompatible(f"queue {self.name!r} has no codec descriptor")
-            if got_id != codec_id or stored != codec_name:
-                raise Incompatible(
-                    f"queue {self.name!r} uses the codec {stored!r}, not {codec_name!r}"
-                )
+            check_descriptor(
+                "queue", self.name, magic == _DESC_MAGIC, got_id, got_name, self._codec
+            )
             if self._sync == "batch":
                 self._batch = _BatchSync(self._segment.mm.flush, sync_messages, sync_interval)
-            st = os.fstat(self._segment.fd)
-            self._pickle_ok = not self._codec.runs_code or pickle_allowed(
-                st.st_uid, stat.S_IMODE(st.st_mode), bool(trusted) or self._codec.trusted
-            )
+            self._pickle_ok = segment_pickle_ok(self._codec, self._segment.fd, trusted)
             self._setup_fast_path()
         except BaseException:
             self._close_handle()
@@ -660,7 +632,7 @@ class Queue:
             raise QueueClosed(f"{self._kind_name} {self.name!r} is closed")
 
     def _refuse_pickle(self, data: Any) -> None:
-        _refuse_pickle(self.name, data)
+        refuse_pickle("queue", self.name, data)
 
     def _decode(self, data: bytes | _native.QueueMessage) -> Any:
         return _decode_record(self._codec, self._pickle_ok, self.name, data)

@@ -13,9 +13,7 @@ import asyncio
 import collections
 import contextlib
 import functools
-import os
 import pickle
-import stat
 import struct
 import threading
 import weakref
@@ -25,19 +23,18 @@ from typing import Any, Final, cast
 from . import _native
 from ._codec import (
     _PARSE_ERRORS,
-    _RAW_MASK,
-    _TRAILER,
     _WATCH,
     RAW_BYTES,
-    TRAILER_SIZE,
     BytesCodec,
     Codec,
     PickleCodec,
+    check_descriptor,
     get_codec,
-    pickle_allowed,
+    refuse_pickle,
+    segment_pickle_ok,
 )
 from ._segment import Segment
-from .errors import AccessDenied, Closed, Incompatible, Timeout
+from .errors import Closed, Incompatible, Timeout
 
 __all__ = ["Subscription", "Topic"]
 
@@ -147,21 +144,14 @@ class Topic:
         )
         try:
             magic, got_id, got_name = _DESC.unpack_from(self._segment.mm, _native.SEG_TOPIC_DESC)
-            stored = got_name.rstrip(b"\0").decode("ascii", "replace")
-            if magic != _DESC_MAGIC:
-                raise Incompatible(f"topic {self.name!r} has no codec descriptor")
-            if got_id != codec_id or stored != codec_name:
-                raise Incompatible(
-                    f"topic {self.name!r} uses the codec {stored!r}, not {codec_name!r}"
-                )
+            check_descriptor(
+                "topic", self.name, magic == _DESC_MAGIC, got_id, got_name, self._codec
+            )
             if policy is not None and core.policy != _POLICIES[policy]:
                 raise Incompatible(
                     f"topic {self.name!r} has the policy {self.policy!r}, not {policy!r}"
                 )
-            st = os.fstat(self._segment.fd)
-            self._pickle_ok = not self._codec.runs_code or pickle_allowed(
-                st.st_uid, stat.S_IMODE(st.st_mode), bool(trusted) or self._codec.trusted
-            )
+            self._pickle_ok = segment_pickle_ok(self._codec, self._segment.fd, trusted)
         except BaseException:
             self._close_handle()
             raise
@@ -355,7 +345,7 @@ class Topic:
     # ------------------------------------------------------------ decoding
     def _decode(self, data: bytes) -> Any:
         if not self._pickle_ok:
-            _refuse_pickle(self.name, data)
+            refuse_pickle("topic", self.name, data)
         return self._codec.decode(data)
 
 
@@ -377,19 +367,6 @@ def _decode_value(decode: Callable[[Any], Any], data: bytes | _native.TopicMessa
         return decode(data)
     finally:
         data.release()  # type: ignore[union-attr]
-
-
-def _refuse_pickle(name: str, data: bytes) -> None:
-    # Raw bytes / bytearray / memoryview records run no code: allowed.
-    n = len(data)
-    if n >= TRAILER_SIZE:
-        flags = _TRAILER.unpack_from(data, n - TRAILER_SIZE)[2]
-        if flags & _RAW_MASK:
-            return
-    raise AccessDenied(
-        f"refusing to unpickle a record from topic {name!r}: the segment is not owned by "
-        "this user or is writable by others (pass trusted=True to accept)"
-    )
 
 
 class Subscription:

@@ -34,14 +34,14 @@ interlink is).
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .children import run_children
 from .peers import SPAWN, load
+from .rows import Outcome, document, error_reason, missing_module, run_plan, select_rows
 
 SMALL = "small"
 SMALL_4X4 = "small4x4"
@@ -111,13 +111,7 @@ class Row:
 
     def missing(self, scenario: str) -> str | None:
         """Why it cannot be measured here in ``scenario``, or None."""
-        modules = [m for m in (self.module, "numpy" if scenario == ARRAY else None) if m]
-        for module in modules:
-            try:
-                __import__(module)
-            except ImportError as exc:
-                return f"{module} is not installed ({exc})"
-        return None
+        return missing_module(self.module, "numpy" if scenario == ARRAY else None)
 
 
 ROWS: tuple[Row, ...] = (
@@ -129,38 +123,19 @@ ROWS: tuple[Row, ...] = (
 
 def select(only: Sequence[str]) -> list[Row]:
     """The rows ``--only`` picks (all without it); ValueError for an unknown name."""
-    if not only:
-        return list(ROWS)
-    chosen: list[Row] = []
-    for name in only:
-        key = name.lower()
-        hits = [r for r in ROWS if key in (r.label.lower(), r.family.lower())]
-        if not hits:
-            names = ", ".join(r.label for r in ROWS)
-            raise ValueError(f"unknown queue {name!r} (known: {names}, or a family)")
-        chosen.extend(r for r in hits if r not in chosen)
-    return [r for r in ROWS if r in chosen]
+    return select_rows(ROWS, only, "queue")
 
 
-@dataclass
-class Result:
-    """One measurement of one row."""
+class Result(Outcome[str]):
+    """One measurement of one row ("ok", "n/a" or "error")."""
 
-    label: str
-    scenario: str
-    status: str  # "ok", "n/a", "error"
-    figures: dict[str, float] = field(default_factory=dict)
-    reason: str = ""
+    LABEL_KEY = "queue"
+    CASE_KEY = "scenario"
 
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-serialisable dict with every field."""
-        return {
-            "queue": self.label,
-            "scenario": self.scenario,
-            "status": self.status,
-            "reason": self.reason,
-            "figures": dict(self.figures),
-        }
+    @property
+    def scenario(self) -> str:
+        """SMALL, SMALL_4X4 or ARRAY."""
+        return self.case
 
 
 def plan(rows: Sequence[Row]) -> list[tuple[Row, str]]:
@@ -359,7 +334,7 @@ def measure(row: Row, scenario: str, settings: QueueSettings) -> Result:
                     [(_consumer, args), (_producer, args)], settings.timeout, prefix="bench-queue"
                 )
     except Exception as exc:
-        return Result(row.label, scenario, "error", reason=str(exc) or type(exc).__name__)
+        return Result(row.label, scenario, "error", reason=error_reason(exc))
     return Result(row.label, scenario, "ok", figures=figures)
 
 
@@ -370,15 +345,7 @@ def run(
     finished: Callable[[Result], None] | None = None,
 ) -> list[Result]:
     """Every measurement of :func:`plan`, in order."""
-    results = []
-    for row, scenario in plan(rows):
-        if started is not None:
-            started(row, scenario)
-        result = measure(row, scenario, settings)
-        if finished is not None:
-            finished(result)
-        results.append(result)
-    return results
+    return run_plan(plan(rows), lambda row, sc: measure(row, sc, settings), started, finished)
 
 
 # ------------------------------------------------------------ report
@@ -448,11 +415,10 @@ def build_tables(results: Sequence[Result]) -> list[Any]:
 def to_json(host: Any, settings: QueueSettings, results: Sequence[Result]) -> dict[str, Any]:
     """The whole run as a JSON-serialisable document."""
     rel = ratios(results)
-    return {
-        "benchmark": "queue",
-        "host": host.to_json(),
-        "pid": os.getpid(),
-        "settings": dict(settings.__dict__),
-        "reference": REFERENCE,
-        "results": [{**r.to_json(), "ratio": rel.get((r.label, r.scenario))} for r in results],
-    }
+    return document(
+        "queue",
+        host,
+        settings,
+        reference=REFERENCE,
+        results=[{**r.to_json(), "ratio": rel.get((r.label, r.scenario))} for r in results],
+    )

@@ -34,11 +34,12 @@ import secrets
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .children import run_children
 from .peers import SPAWN, load
+from .rows import Outcome, document, error_reason, missing_module, run_plan, select_rows
 
 UNCONTENDED = "uncontended"
 HANDOFF = "handoff"
@@ -106,13 +107,7 @@ class Primitive:
 
     def missing(self) -> str | None:
         """Why it cannot be measured here, or None."""
-        if self.module is None:
-            return None
-        try:
-            __import__(self.module)
-        except ImportError as exc:
-            return f"{self.module} is not installed ({exc})"
-        return None
+        return missing_module(self.module)
 
 
 PRIMITIVES: tuple[Primitive, ...] = (
@@ -127,38 +122,19 @@ PRIMITIVES: tuple[Primitive, ...] = (
 
 def select(only: Sequence[str]) -> list[Primitive]:
     """The rows ``--only`` picks (all without it); ValueError for an unknown name."""
-    if not only:
-        return list(PRIMITIVES)
-    chosen: list[Primitive] = []
-    for name in only:
-        key = name.lower()
-        hits = [p for p in PRIMITIVES if key in (p.label.lower(), p.family.lower())]
-        if not hits:
-            names = ", ".join(p.label for p in PRIMITIVES)
-            raise ValueError(f"unknown primitive {name!r} (known: {names}, or a family)")
-        chosen.extend(p for p in hits if p not in chosen)
-    return [p for p in PRIMITIVES if p in chosen]
+    return select_rows(PRIMITIVES, only, "primitive")
 
 
-@dataclass
-class Result:
-    """One measurement of one row."""
+class Result(Outcome[str]):
+    """One measurement of one row ("ok", "not installed" or "error")."""
 
-    label: str
-    scenario: str
-    status: str  # "ok", "not installed", "error"
-    figures: dict[str, float] = field(default_factory=dict)
-    reason: str = ""
+    LABEL_KEY = "primitive"
+    CASE_KEY = "scenario"
 
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-serialisable dict with every field."""
-        return {
-            "primitive": self.label,
-            "scenario": self.scenario,
-            "status": self.status,
-            "reason": self.reason,
-            "figures": dict(self.figures),
-        }
+    @property
+    def scenario(self) -> str:
+        """UNCONTENDED or HANDOFF."""
+        return self.case
 
 
 def plan(rows: Sequence[Primitive]) -> list[tuple[Primitive, str]]:
@@ -327,7 +303,7 @@ def measure(row: Primitive, scenario: str, settings: SyncSettings) -> Result:
                 [(_ping, args), (_pong, args)], settings.timeout, prefix="bench-sync"
             )
     except Exception as exc:
-        return Result(row.label, scenario, "error", reason=str(exc) or type(exc).__name__)
+        return Result(row.label, scenario, "error", reason=error_reason(exc))
     return Result(row.label, scenario, "ok", figures=figures)
 
 
@@ -348,7 +324,7 @@ def measure_uncontended(rows: Sequence[Primitive], settings: SyncSettings) -> li
                 [(_uncontended, (present, settings))], settings.timeout, prefix="bench-sync"
             )
         except Exception as exc:
-            reason = str(exc) or type(exc).__name__
+            reason = error_reason(exc)
             figures = {label: {"error": reason} for label in present}
         for label in present:
             f = figures[label]
@@ -365,23 +341,19 @@ def run(
     started: Callable[[Primitive, str], None] | None = None,
     finished: Callable[[Result], None] | None = None,
 ) -> list[Result]:
-    """Every measurement of :func:`plan`, in order."""
-    results = []
+    """Every measurement of :func:`plan`, in order (the uncontended ones all
+    at once, in one process, when the first of them is due)."""
     uncontended: dict[str, Result] = {}
-    for row, scenario in plan(rows):
-        if started is not None:
-            started(row, scenario)
-        if scenario == UNCONTENDED:
-            if not uncontended:  # every row at once, in one process
-                todo = [r for r, sc in plan(rows) if sc == UNCONTENDED]
-                uncontended = {r.label: r for r in measure_uncontended(todo, settings)}
-            result = uncontended[row.label]
-        else:
-            result = measure(row, scenario, settings)
-        if finished is not None:
-            finished(result)
-        results.append(result)
-    return results
+
+    def one(row: Primitive, scenario: str) -> Result:
+        if scenario != UNCONTENDED:
+            return measure(row, scenario, settings)
+        if not uncontended:  # every row at once, in one process
+            todo = [r for r, sc in plan(rows) if sc == UNCONTENDED]
+            uncontended.update((r.label, r) for r in measure_uncontended(todo, settings))
+        return uncontended[row.label]
+
+    return run_plan(plan(rows), one, started, finished)
 
 
 # ------------------------------------------------------------ report
@@ -473,11 +445,10 @@ def loop_overhead(results: Sequence[Result]) -> float | None:
 def to_json(host: Any, settings: SyncSettings, results: Sequence[Result]) -> dict[str, Any]:
     """The whole run as a JSON-serialisable document."""
     rel = ratios(results)
-    return {
-        "benchmark": "sync",
-        "host": host.to_json(),
-        "pid": os.getpid(),
-        "settings": dict(settings.__dict__),
-        "references": {UNCONTENDED: REFERENCE_UNCONTENDED, HANDOFF: REFERENCE_HANDOFF},
-        "results": [{**r.to_json(), "ratio": rel.get((r.label, r.scenario))} for r in results],
-    }
+    return document(
+        "sync",
+        host,
+        settings,
+        references={UNCONTENDED: REFERENCE_UNCONTENDED, HANDOFF: REFERENCE_HANDOFF},
+        results=[{**r.to_json(), "ratio": rel.get((r.label, r.scenario))} for r in results],
+    )

@@ -34,16 +34,16 @@ ratio by the CPU time each process gets.
 from __future__ import annotations
 
 import contextlib
-import os
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .children import run_children
 from .peers import SPAWN
+from .rows import Outcome, document, error_reason, missing_module, run_plan, select_rows
 
 FANOUTS = (1, 4)
 PAYLOAD = 64
@@ -98,13 +98,7 @@ class Row:
 
     def missing(self) -> str | None:
         """Why it cannot be measured here, or None."""
-        if self.module is None:
-            return None
-        try:
-            __import__(self.module)
-        except ImportError as exc:
-            return f"{self.module} is not installed ({exc})"
-        return None
+        return missing_module(self.module)
 
 
 ROWS: tuple[Row, ...] = (
@@ -118,38 +112,19 @@ ROWS: tuple[Row, ...] = (
 
 def select(only: Sequence[str]) -> list[Row]:
     """The rows ``--only`` picks (all without it); ValueError for an unknown name."""
-    if not only:
-        return list(ROWS)
-    chosen: list[Row] = []
-    for name in only:
-        key = name.lower()
-        hits = [r for r in ROWS if key in (r.label.lower(), r.family.lower())]
-        if not hits:
-            names = ", ".join(r.label for r in ROWS)
-            raise ValueError(f"unknown topic {name!r} (known: {names}, or a family)")
-        chosen.extend(r for r in hits if r not in chosen)
-    return [r for r in ROWS if r in chosen]
+    return select_rows(ROWS, only, "topic")
 
 
-@dataclass
-class Result:
-    """One measurement: one row at one fan-out."""
+class Result(Outcome[int]):
+    """One measurement: one row at one fan-out ("ok", "n/a" or "error")."""
 
-    label: str
-    subscribers: int
-    status: str  # "ok", "n/a", "error"
-    figures: dict[str, float] = field(default_factory=dict)
-    reason: str = ""
+    LABEL_KEY = "topic"
+    CASE_KEY = "subscribers"
 
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-serialisable dict with every field."""
-        return {
-            "topic": self.label,
-            "subscribers": self.subscribers,
-            "status": self.status,
-            "reason": self.reason,
-            "figures": dict(self.figures),
-        }
+    @property
+    def subscribers(self) -> int:
+        """The fan-out: how many subscriber processes."""
+        return self.case
 
 
 def plan(rows: Sequence[Row]) -> list[tuple[Row, int]]:
@@ -327,7 +302,7 @@ def measure(row: Row, subscribers: int, settings: TopicSettings) -> Result:
             jobs.append((pub_body, (where, readies, dones, settings.messages, t, *extra)))
             figures = run_children(jobs, t, prefix="bench-topic")
     except Exception as exc:
-        return Result(row.label, subscribers, "error", reason=str(exc) or type(exc).__name__)
+        return Result(row.label, subscribers, "error", reason=error_reason(exc))
     subs, pub = figures[:-1], figures[-1]
     rates = [f["received"] / f["elapsed_s"] if f["elapsed_s"] > 0 else 0.0 for f in subs]
     received = sum(f["received"] for f in subs)
@@ -355,15 +330,7 @@ def run(
     finished: Callable[[Result], None] | None = None,
 ) -> list[Result]:
     """Every measurement of :func:`plan`, in order."""
-    results = []
-    for row, n in plan(rows):
-        if started is not None:
-            started(row, n)
-        result = measure(row, n, settings)
-        if finished is not None:
-            finished(result)
-        results.append(result)
-    return results
+    return run_plan(plan(rows), lambda row, n: measure(row, n, settings), started, finished)
 
 
 # ------------------------------------------------------------ report
@@ -433,12 +400,11 @@ def build_tables(results: Sequence[Result]) -> list[Any]:
 
 def to_json(host: Any, settings: TopicSettings, results: Sequence[Result]) -> dict[str, Any]:
     """The whole run as a JSON-serialisable document."""
-    return {
-        "benchmark": "topic",
-        "host": host.to_json(),
-        "pid": os.getpid(),
-        "settings": dict(settings.__dict__),
-        "reference": REFERENCE,
-        "results": [r.to_json() for r in results],
-        "scaling": scaling(results),
-    }
+    return document(
+        "topic",
+        host,
+        settings,
+        reference=REFERENCE,
+        results=[r.to_json() for r in results],
+        scaling=scaling(results),
+    )

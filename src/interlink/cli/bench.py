@@ -9,7 +9,7 @@ same run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -138,6 +138,78 @@ def channel(ctx: click.Context, /, **options: Any) -> None:
         raise click.ClickException("interlink failed in at least one measurement (see above)")
 
 
+def _run_rows_bench(
+    ctx: click.Context,
+    options: dict[str, Any],
+    bench_module: Any,
+    settings_type: Any,
+    list_line: Callable[[Any], str],
+    step: Callable[[Any, Any], str],
+    note: Callable[[Sequence[Any]], str | None] = lambda results: None,
+) -> None:
+    """The body of ``bench sync``, ``bench queue`` and ``bench topic``.
+
+    ``bench_module`` is the benchmark's module under ``interlink._bench``
+    (``select``, ``plan``, ``run``, ``build_tables``, ``to_json``);
+    ``settings_type`` its settings class (``choose``, ``line``). ``list_line``
+    gives a row's line for ``--list``, ``step`` the progress text of a (row,
+    case) measurement, ``note`` a line printed under the tables (None: none).
+    Raises ClickException when an interlink row failed.
+    """
+    opts = merged_options(ctx, options)
+    # Imported here: `interlink --help` and the other commands stay fast.
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.text import Text
+
+    from interlink._bench import hostinfo, report
+
+    try:
+        rows = bench_module.select(opts["only"])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--only") from None
+    json_target: str | None = opts["json_target"]
+    console = Console(stderr=json_target == "-")
+    if opts["list_only"]:
+        for row in rows:
+            console.print(Text(list_line(row)))
+        return
+    if opts["plot_target"] is not None:
+        raise click.UsageError("--plot is only available for the channel benchmark")
+    settings = settings_type.choose(
+        quick=opts["quick"], count=opts["count"], timeout=opts["timeout"]
+    )
+    host = hostinfo.collect()
+    steps = bench_module.plan(rows)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("starting", total=len(steps))
+        results = bench_module.run(
+            rows,
+            settings,
+            started=lambda row, case: progress.update(task, description=step(row, case)),
+            finished=lambda result: progress.advance(task),
+        )
+    console.print(
+        Text(f"interlink bench {ctx.command.name}", style="bold"), Text(host.line(), style="dim")
+    )
+    console.print(Text(settings.line(), style="dim"))
+    for table in bench_module.build_tables(results):
+        console.print(table)
+    text = note(results)
+    if text is not None:
+        console.print(Text(text), highlight=False)
+    if json_target is not None:
+        report.write_json(json_target, bench_module.to_json(host, settings, results))
+    if any(r.status == "error" and r.label.startswith("interlink") for r in results):
+        raise click.ClickException("interlink failed in at least one measurement (see above)")
+
+
 @bench.command()
 @bench_options
 @click.pass_context
@@ -152,64 +224,28 @@ def sync(ctx: click.Context, /, **options: Any) -> None:
     posix_ipc.Semaphore; p50/p99. COUNT sets the uncontended iterations (round
     trips: COUNT/10); --idle-seconds and --plot apply to the channel benchmark only.
     """
-    opts = merged_options(ctx, options)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from rich.text import Text
-
-    from interlink._bench import hostinfo, report
     from interlink._bench import sync as bench_sync
 
-    try:
-        rows = bench_sync.select(opts["only"])
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--only") from None
-    json_target: str | None = opts["json_target"]
-    console = Console(stderr=json_target == "-")
-    if opts["list_only"]:
-        for row in rows:
-            missing = row.missing()
-            scenarios = "uncontended, hand-off" if row.handoff else "uncontended"
-            state = "installed" if missing is None else "not installed"
-            console.print(Text(f"{row.label:<22} {scenarios:<22} {state}"))
-        return
-    if opts["plot_target"] is not None:
-        raise click.UsageError("--plot is only available for the channel benchmark")
-    settings = bench_sync.SyncSettings.choose(
-        quick=opts["quick"], count=opts["count"], timeout=opts["timeout"]
+    def list_line(row: Any) -> str:
+        scenarios = "uncontended, hand-off" if row.handoff else "uncontended"
+        state = "installed" if row.missing() is None else "not installed"
+        return f"{row.label:<22} {scenarios:<22} {state}"
+
+    def note(results: Sequence[Any]) -> str | None:
+        loop = bench_sync.loop_overhead(results)
+        if loop is None:
+            return None
+        return f"ns / pair includes the Python loop itself (~{loop:.0f} ns, empty loop)."
+
+    _run_rows_bench(
+        ctx,
+        options,
+        bench_sync,
+        bench_sync.SyncSettings,
+        list_line,
+        lambda row, scenario: f"{row.label} {scenario}",
+        note,
     )
-    host = hostinfo.collect()
-    steps = bench_sync.plan(rows)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("starting", total=len(steps))
-        results = bench_sync.run(
-            rows,
-            settings,
-            started=lambda row, scenario: progress.update(
-                task, description=f"{row.label} {scenario}"
-            ),
-            finished=lambda result: progress.advance(task),
-        )
-    console.print(Text("interlink bench sync", style="bold"), Text(host.line(), style="dim"))
-    console.print(Text(settings.line(), style="dim"))
-    for table in bench_sync.build_tables(results):
-        console.print(table)
-    loop = bench_sync.loop_overhead(results)
-    if loop is not None:
-        console.print(
-            Text(f"ns / pair includes the Python loop itself (~{loop:.0f} ns, empty loop)."),
-            highlight=False,
-        )
-    if json_target is not None:
-        report.write_json(json_target, bench_sync.to_json(host, settings, results))
-    if any(r.status == "error" and r.label.startswith("interlink") for r in results):
-        raise click.ClickException("interlink failed in at least one measurement (see above)")
 
 
 @bench.command()
@@ -225,61 +261,21 @@ def queue(ctx: click.Context, /, **options: Any) -> None:
     producers in the 4 -> 4 case; arrays: COUNT/1000, at least 4);
     --idle-seconds and --plot apply to the channel benchmark only.
     """
-    opts = merged_options(ctx, options)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from rich.text import Text
-
-    from interlink._bench import hostinfo, report
     from interlink._bench import queue as bench_queue
 
-    try:
-        rows = bench_queue.select(opts["only"])
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--only") from None
-    json_target: str | None = opts["json_target"]
-    console = Console(stderr=json_target == "-")
-    if opts["list_only"]:
-        for row in rows:
-            missing = row.missing(bench_queue.SMALL)
-            state = "installed" if missing is None else "not installed"
-            console.print(Text(f"{row.label:<24} {state}"))
-        return
-    if opts["plot_target"] is not None:
-        raise click.UsageError("--plot is only available for the channel benchmark")
-    settings = bench_queue.QueueSettings.choose(
-        quick=opts["quick"], count=opts["count"], timeout=opts["timeout"]
+    def list_line(row: Any) -> str:
+        state = "installed" if row.missing(bench_queue.SMALL) is None else "not installed"
+        return f"{row.label:<24} {state}"
+
+    _run_rows_bench(
+        ctx,
+        options,
+        bench_queue,
+        bench_queue.QueueSettings,
+        list_line,
+        lambda row, scenario: f"{row.label} {scenario}",
+        lambda results: "il x: interlink.Queue's rate / the row's rate (higher: interlink faster).",
     )
-    host = hostinfo.collect()
-    steps = bench_queue.plan(rows)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("starting", total=len(steps))
-        results = bench_queue.run(
-            rows,
-            settings,
-            started=lambda row, scenario: progress.update(
-                task, description=f"{row.label} {scenario}"
-            ),
-            finished=lambda result: progress.advance(task),
-        )
-    console.print(Text("interlink bench queue", style="bold"), Text(host.line(), style="dim"))
-    console.print(Text(settings.line(), style="dim"))
-    for table in bench_queue.build_tables(results):
-        console.print(table)
-    console.print(
-        Text("il x: interlink.Queue's rate / the row's rate (higher: interlink faster)."),
-        highlight=False,
-    )
-    if json_target is not None:
-        report.write_json(json_target, bench_queue.to_json(host, settings, results))
-    if any(r.status == "error" and r.label.startswith("interlink") for r in results):
-        raise click.ClickException("interlink failed in at least one measurement (see above)")
 
 
 @bench.command()
@@ -295,51 +291,17 @@ def topic(ctx: click.Context, /, **options: Any) -> None:
     subscribers divided by the rate of a lone one. COUNT sets the messages;
     --idle-seconds and --plot apply to the channel benchmark only.
     """
-    opts = merged_options(ctx, options)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from rich.text import Text
-
-    from interlink._bench import hostinfo, report
     from interlink._bench import topic as bench_topic
 
-    try:
-        rows = bench_topic.select(opts["only"])
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--only") from None
-    json_target: str | None = opts["json_target"]
-    console = Console(stderr=json_target == "-")
-    if opts["list_only"]:
-        for row in rows:
-            state = "installed" if row.missing() is None else "not installed"
-            console.print(Text(f"{row.label:<24} {state}"))
-        return
-    if opts["plot_target"] is not None:
-        raise click.UsageError("--plot is only available for the channel benchmark")
-    settings = bench_topic.TopicSettings.choose(
-        quick=opts["quick"], count=opts["count"], timeout=opts["timeout"]
+    def list_line(row: Any) -> str:
+        state = "installed" if row.missing() is None else "not installed"
+        return f"{row.label:<24} {state}"
+
+    _run_rows_bench(
+        ctx,
+        options,
+        bench_topic,
+        bench_topic.TopicSettings,
+        list_line,
+        lambda row, n: f"{row.label} 1->{n}",
     )
-    host = hostinfo.collect()
-    steps = bench_topic.plan(rows)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("starting", total=len(steps))
-        results = bench_topic.run(
-            rows,
-            settings,
-            started=lambda row, n: progress.update(task, description=f"{row.label} 1->{n}"),
-            finished=lambda result: progress.advance(task),
-        )
-    console.print(Text("interlink bench topic", style="bold"), Text(host.line(), style="dim"))
-    console.print(Text(settings.line(), style="dim"))
-    for table in bench_topic.build_tables(results):
-        console.print(table)
-    if json_target is not None:
-        report.write_json(json_target, bench_topic.to_json(host, settings, results))
-    if any(r.status == "error" and r.label.startswith("interlink") for r in results):
-        raise click.ClickException("interlink failed in at least one measurement (see above)")
