@@ -11,6 +11,7 @@ import os
 import pickle
 import struct
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -414,3 +415,55 @@ def test_recv_many() -> None:
         assert s.received == 16 and s.lost == 0
     with pytest.raises(il.Closed):
         s.recv_many(timeout=0)
+
+
+def test_threads_share_a_handle_and_a_subscription() -> None:
+    """The handle's thread locks: 4 threads publish through one Topic handle,
+    2 threads receive from one Subscription (recv and recv_many); every
+    message arrives exactly once, in each publishing thread's order."""
+    n, nthreads = 3000, 4
+    with il.Topic(policy="block", capacity=1 << 14) as t:
+        s = t.subscribe()
+        got: list[list[tuple[int, int]]] = [[], []]
+        errors: list[BaseException] = []
+
+        def publish(k: int) -> None:
+            try:
+                for i in range(n):
+                    t.publish((k, i), timeout=30)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        def receive(j: int) -> None:
+            try:
+                while True:
+                    items = [s.recv(timeout=30)] if j == 0 else s.recv_many(16, timeout=30)
+                    for item in items:
+                        if item is None:
+                            return
+                        got[j].append(item)
+            except BaseException as exc:
+                errors.append(exc)
+
+        receivers = [threading.Thread(target=receive, args=(j,)) for j in range(2)]
+        publishers = [threading.Thread(target=publish, args=(k,)) for k in range(nthreads)]
+        for th in receivers + publishers:
+            th.start()
+        for th in publishers:
+            th.join(60)
+        # one end marker at a time: a batch cannot take both
+        for _ in receivers:
+            t.publish(None, timeout=30)
+            deadline = time.monotonic() + 60
+            while all(th.is_alive() for th in receivers) and time.monotonic() < deadline:
+                for th in receivers:
+                    th.join(0.01)
+            receivers = [th for th in receivers if th.is_alive()]
+        assert not errors, errors
+        assert not receivers and not any(th.is_alive() for th in publishers)
+        every = got[0] + got[1]
+        assert sorted(every) == [(k, i) for k in range(nthreads) for i in range(n)]
+        for j in range(2):  # each receiver sees each publisher's messages in order
+            for k in range(nthreads):
+                mine = [i for kk, i in got[j] if kk == k]
+                assert mine == sorted(mine)

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "glue.h"
+#include "handle_lock.h"
 #include "il_common.h"
 #include "proc.h"
 #include "seg.h"
@@ -41,7 +42,7 @@ typedef struct {
     il_topic_writer w;
     int has_writer;
     uint64_t w_fork_gen;
-    PyThread_type_lock wlock; /* one publishing thread at a time */
+    il_hlock wlock; /* one publishing thread at a time */
     /* The object path (_fast_setup; docs/design/topic.md "Object fast
      * path"): _publish_obj frames exact bytes and small pickles itself. */
     PyObject *f_owner;      /* weakref.ref(Topic) */
@@ -60,7 +61,7 @@ typedef struct {
     uint64_t fork_gen;
     int joined;
     int64_t spin_ns;
-    PyThread_type_lock lock; /* one receiving thread at a time */
+    il_hlock lock; /* one receiving thread at a time */
     PyObject *weakreflist;
     /* _recv_obj (see _fast_setup): records whose trailer is one of f_tail
      * are decoded here (f_kind: FK_*); every other goes to f_decode. */
@@ -102,23 +103,8 @@ static PyTypeObject *g_msg_type; /* idem */
 /* helpers                                                                 */
 /* ======================================================================= */
 
-/* Take a thread lock: without waiting under the GIL, else with the GIL
- * released in slices, checking signals.  0, or -1 with an exception. */
-static int hold(PyThread_type_lock lock)
-{
-    if (PyThread_acquire_lock(lock, NOWAIT_LOCK))
-        return 0;
-    for (;;) {
-        PyLockStatus s;
-        Py_BEGIN_ALLOW_THREADS
-        s = PyThread_acquire_lock_timed(lock, T_SLICE_NS / 1000, 0);
-        Py_END_ALLOW_THREADS
-        if (s == PY_LOCK_ACQUIRED)
-            return 0;
-        if (PyErr_CheckSignals() < 0)
-            return -1;
-    }
-}
+/* Take a handle's thread lock (handle_lock.h): 0, or -1 with an exception. */
+static inline int hold(il_hlock *lock) { return il_hlock_hold(lock, T_SLICE_NS); }
 
 static inline int64_t slice_left(int64_t deadline, int64_t slice)
 {
@@ -168,11 +154,8 @@ static PyObject *t_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     TObject *self = (TObject *)il_handle_new(type, &t_ops);
     if (self == NULL)
         return NULL;
-    self->wlock = PyThread_allocate_lock();
-    if (self->wlock == NULL) {
-        Py_DECREF(self);
-        return PyErr_NoMemory();
-    }
+    atomic_init(&self->wlock.held, 0);
+    self->wlock.waiters = 0;
     return (PyObject *)self;
 }
 
@@ -230,8 +213,6 @@ static int t_clear(TObject *self)
 static void t_free_extra(il_handle *h)
 {
     TObject *self = (TObject *)h;
-    if (self->wlock)
-        PyThread_free_lock(self->wlock);
     il_pickler_clear(&self->pk);
     t_fast_clear(self);
 }
@@ -330,14 +311,14 @@ static PyObject *t_publish(TObject *self, PyObject *const *args, Py_ssize_t narg
     if (PyObject_GetBuffer(a[0], &v, PyBUF_SIMPLE) < 0)
         return NULL;
     PyObject *result = NULL;
-    if (hold(self->wlock) == 0) {
+    if (hold(&self->wlock) == 0) {
         uint8_t *ptr;
         if (ensure_writer(self) == 0 && reserve(self, (uint64_t)v.len, timeout_ns, &ptr) == 0) {
             memcpy(ptr, v.buf, (size_t)v.len);
             il_topic_pub_commit(&self->w, (uint64_t)v.len);
             result = Py_NewRef(Py_None);
         }
-        PyThread_release_lock(self->wlock);
+        il_hlock_release(&self->wlock);
     }
     PyBuffer_Release(&v);
     return result;
@@ -364,7 +345,7 @@ static PyObject *t_publish_many(TObject *self, PyObject *const *args, Py_ssize_t
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), done = 0;
     int64_t deadline = deadline_for(timeout_ns);
     int failed = 0;
-    if (hold(self->wlock) < 0) {
+    if (hold(&self->wlock) < 0) {
         Py_DECREF(seq);
         return NULL;
     }
@@ -389,7 +370,7 @@ static PyObject *t_publish_many(TObject *self, PyObject *const *args, Py_ssize_t
         }
         PyBuffer_Release(&v);
     }
-    PyThread_release_lock(self->wlock);
+    il_hlock_release(&self->wlock);
     Py_DECREF(seq);
     if (failed) {
         if (done > 0 && PyErr_ExceptionMatches(self->base.st->Timeout)) {
@@ -423,7 +404,7 @@ static PyObject *t_publish_into(TObject *self, PyObject *const *args, Py_ssize_t
     int64_t timeout_ns;
     if (parse_pub_timeout(a[2], &timeout_ns) < 0 || t_check(self) < 0)
         return NULL;
-    if (hold(self->wlock) < 0)
+    if (hold(&self->wlock) < 0)
         return NULL;
     PyObject *result = NULL;
     uint8_t *ptr;
@@ -455,7 +436,7 @@ static PyObject *t_publish_into(TObject *self, PyObject *const *args, Py_ssize_t
             }
         }
     }
-    PyThread_release_lock(self->wlock);
+    il_hlock_release(&self->wlock);
     il_handle_maybe_release(&self->base);
     return result;
 }
@@ -554,7 +535,7 @@ static PyObject *t_publish_slow(TObject *self, PyObject *obj, PyObject *timeout)
 static PyObject *publish_framed(TObject *self, const void *data, Py_ssize_t n,
                                 const uint8_t tail[8], int64_t timeout_ns)
 {
-    if (t_check(self) < 0 || hold(self->wlock) < 0)
+    if (t_check(self) < 0 || hold(&self->wlock) < 0)
         return NULL;
     PyObject *result = NULL;
     uint8_t *ptr;
@@ -565,7 +546,7 @@ static PyObject *publish_framed(TObject *self, const void *data, Py_ssize_t n,
         il_topic_pub_commit(&self->w, len);
         result = Py_NewRef(Py_None);
     }
-    PyThread_release_lock(self->wlock);
+    il_hlock_release(&self->wlock);
     il_handle_maybe_release(&self->base);
     return result;
 }
@@ -662,12 +643,9 @@ static PyObject *t_subscribe(TObject *self, PyObject *const *args, Py_ssize_t na
     s->f_decode = s->f_loads = s->f_errors = s->f_failed = NULL;
     s->f_n = 0;
     s->fork_gen = il_fork_generation();
-    s->lock = PyThread_allocate_lock();
+    atomic_init(&s->lock.held, 0);
+    s->lock.waiters = 0;
     PyObject_GC_Track(s);
-    if (s->lock == NULL) {
-        Py_DECREF(s);
-        return PyErr_NoMemory();
-    }
     int rc = il_topic_sub_join(&self->t, &s->r, self->base.ident, (uint64_t)history);
     if (rc == IL_NOSLOT && il_topic_reap_subs(&self->t) > 0)
         rc = il_topic_sub_join(&self->t, &s->r, self->base.ident, (uint64_t)history);
@@ -1044,13 +1022,13 @@ static PyObject *s_recv(SObject *s, PyObject *const *args, Py_ssize_t nargs, PyO
 /* recv's body: the next message within timeout_ns (see s_try for kind). */
 static PyObject *s_take(SObject *s, int64_t timeout_ns, int *kind)
 {
-    if (s_check(s) < 0 || hold(s->lock) < 0)
+    if (s_check(s) < 0 || hold(&s->lock) < 0)
         return NULL;
     TObject *t = s->topic;
     PyObject *out = s_try(s, kind);
     if (out == NULL && !PyErr_Occurred() && timeout_ns != 0)
         out = s_wait(s, timeout_ns, kind);
-    PyThread_release_lock(s->lock);
+    il_hlock_release(&s->lock);
     if (out == NULL && !PyErr_Occurred())
         PyErr_SetString(t->base.st->Timeout, "no message available");
     il_handle_maybe_release(&t->base);
@@ -1217,14 +1195,14 @@ static PyObject *s_recv_many_obj(SObject *s, PyObject *const *args, Py_ssize_t n
     Py_ssize_t got = 1;
     PyObject *failed = NULL;
     TObject *t = s->topic;
-    if (s_check(s) == 0 && hold(s->lock) == 0) {
+    if (s_check(s) == 0 && hold(&s->lock) == 0) {
         for (; got < want; got++) {
             kinds[got] = FK_NONE;
             raw[got] = s_try(s, &kinds[got]);
             if (raw[got] == NULL)
                 break;
         }
-        PyThread_release_lock(s->lock);
+        il_hlock_release(&s->lock);
         il_handle_maybe_release(&t->base);
     }
     if (PyErr_Occurred())
@@ -1269,10 +1247,10 @@ static PyObject *s_recv_many_obj(SObject *s, PyObject *const *args, Py_ssize_t n
 static PyObject *s_close(SObject *s, PyObject *Py_UNUSED(ignored))
 {
     if (s->joined) {
-        if (hold(s->lock) < 0)
+        if (hold(&s->lock) < 0)
             return NULL;
         s_leave(s);
-        PyThread_release_lock(s->lock);
+        il_hlock_release(&s->lock);
     }
     Py_RETURN_NONE;
 }
@@ -1313,8 +1291,6 @@ static void s_dealloc(SObject *s)
         PyObject_ClearWeakRefs((PyObject *)s);
     if (s->topic != NULL)
         s_leave(s);
-    if (s->lock)
-        PyThread_free_lock(s->lock);
     s_clear(s);
     Py_CLEAR(s->topic);
     PyObject_GC_Del(s);
