@@ -692,9 +692,11 @@ class RWLock(_DeadlockAware, _native.RWLockCore):
     timeout).  See docs/design/deadlock.md.
 
     Owner death: a writer that dies holding the write side is recovered by
-    the next acquirer within one 20 ms slice; the next writer gets an
-    ``OwnerDied`` warning and ``owner_died`` is True.  Read holds are counted
-    per attached handle and those of a dead process are dropped.
+    the next acquirer within one 20 ms slice.  Every reader that gets in
+    before a writer has taken the write side again, and that writer, get an
+    ``OwnerDied`` warning and ``owner_died`` is True (the data may be half
+    written).  Read holds are counted per attached handle and those of a
+    dead process are dropped (no warning: readers change nothing).
     """
 
     _kind = _native.KIND_RWLOCK

@@ -1,6 +1,7 @@
 /* test_rwlock.c - the robust writer-preferring reader-writer lock
  * (rwlockword.c): protocol, exclusion across 4 processes, a dead reader's
- * holds dropped, a dead writer recovered with IL_OWNERDIED. */
+ * holds dropped, a dead writer recovered with IL_OWNERDIED (told to the
+ * readers that get in before the next writer, and to that writer). */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
@@ -86,11 +87,16 @@ static int write_acquire(rw_shared *m, uint32_t slot)
     return rc;
 }
 
-static void read_acquire(rw_shared *m, uint32_t slot)
+/* Take a read side: IL_OK, or IL_OWNERDIED (acquired; a writer died). */
+static int read_acquire(rw_shared *m, uint32_t slot)
 {
-    while (il_rw_read_try(&m->rw, slot) != IL_OK) {
-        if (il_rw_read_wait_slice(&m->rw, slot, -1, 5 * MS) == IL_OK)
-            return;
+    for (;;) {
+        int rc = il_rw_read_try(&m->rw, slot);
+        if (rc == IL_OK || rc == IL_OWNERDIED)
+            return rc;
+        rc = il_rw_read_wait_slice(&m->rw, slot, -1, 5 * MS);
+        if (rc == IL_OK || rc == IL_OWNERDIED)
+            return rc;
         il_lock_check_owner(&m->rw.wlock, NULL);
     }
 }
@@ -202,10 +208,16 @@ static void test_dead_writer_owner_died(void)
     CHECK_EQ(il_rw_read_try(&m->rw, me), IL_BUSY);
     kill(pid, SIGKILL);
     CHECK_EQ(wait_exit(pid), 128 + SIGKILL);
-    read_acquire(m, me); /* a reader gets past the dead writer */
+    /* readers get past the dead writer, and every one is told until a
+     * writer has taken the write side again */
+    CHECK_EQ(read_acquire(m, me), IL_OWNERDIED);
+    CHECK_EQ(il_rw_read_try(&m->rw, me), IL_OWNERDIED);
+    CHECK_EQ(il_rw_read_release(&m->rw, me), IL_OK);
     CHECK_EQ(il_rw_read_release(&m->rw, me), IL_OK);
     CHECK_EQ(write_acquire(m, me), IL_OWNERDIED); /* the next writer is told */
     CHECK_EQ(il_rw_write_release(&m->rw, il_ident_self(), tid()), IL_OK);
+    CHECK_EQ(read_acquire(m, me), IL_OK); /* repaired: nobody is told any more */
+    CHECK_EQ(il_rw_read_release(&m->rw, me), IL_OK);
     CHECK_EQ(write_acquire(m, me), IL_OK);
     CHECK_EQ(il_rw_write_release(&m->rw, il_ident_self(), tid()), IL_OK);
     munmap(m, sizeof *m);

@@ -130,6 +130,13 @@ void il_lock_init(il_lock *l);
 /* IL_OK if l looks like a formatted lock, IL_CORRUPT otherwise. */
 int il_lock_validate(const il_lock *l);
 
+/* Whether the last holder died holding and nobody has claimed the lock since
+ * (the DIED bit, which the next claimer takes with IL_OWNERDIED). */
+static inline int il_lock_died_pending(il_lock *l)
+{
+    return (int)((atomic_load_explicit(&l->state, memory_order_seq_cst) >> 33) & 1u);
+}
+
 /* Fast path, no syscalls, never waits: IL_OK (or IL_OWNERDIED) when the lock
  * was free with nobody queued and is now held by (ident, tid); with recursive
  * set and the lock already held by (ident, tid), the depth grows and IL_OK is

@@ -288,8 +288,10 @@ static void rw_dd_end(RWObject *self, rw_dd *dd, uint32_t tid)
 /* ---------------------------------------------------------------- readers */
 
 /* The blocking part of acquire_read: Py_True / Py_False (borrowed), or NULL
- * with an exception.  The caller holds self->base.busy, so the buffer stays. */
-static PyObject *rw_read_wait(RWObject *self, uint32_t tid, int64_t timeout_ns, rw_dd *dd)
+ * with an exception; *died: acquired with IL_OWNERDIED.  The caller holds
+ * self->base.busy, so the buffer stays. */
+static PyObject *rw_read_wait(RWObject *self, uint32_t tid, int64_t timeout_ns, rw_dd *dd,
+                              int *died)
 {
     il_rw *rw = self->rw;
     int64_t deadline = deadline_for(timeout_ns);
@@ -307,12 +309,13 @@ static PyObject *rw_read_wait(RWObject *self, uint32_t tid, int64_t timeout_ns, 
         Py_BEGIN_ALLOW_THREADS
         rc = il_rw_read_wait_slice(rw, self->base.slot, rq, slice);
         Py_END_ALLOW_THREADS
-        if (rc == IL_OK) {
+        if (rc == IL_OK || rc == IL_OWNERDIED) {
             if (self->base.closed) { /* acquired on a handle closed meanwhile: undo */
                 il_rw_read_release(rw, self->base.slot);
                 il_handle_closed_meanwhile(&self->base);
                 break;
             }
+            *died = rc == IL_OWNERDIED;
             result = Py_True;
             break;
         }
@@ -358,7 +361,8 @@ static PyObject *rw_acquire_read_ns(RWObject *self, int64_t timeout_ns)
             Py_RETURN_FALSE;
     }
     PyObject *result;
-    if (rc == IL_OK) {
+    int died = rc == IL_OWNERDIED;
+    if (rc == IL_OK || rc == IL_OWNERDIED) {
         result = Py_True;
     } else if (rc != IL_BUSY) {
         return rw_status_error(self, rc);
@@ -368,7 +372,7 @@ static PyObject *rw_acquire_read_ns(RWObject *self, int64_t timeout_ns)
         uint32_t slot = self->base.slot;
         self->base.busy++;
         atomic_fetch_add_explicit(&rw->rwaiting[slot], 1, memory_order_relaxed);
-        result = rw_read_wait(self, tid, timeout_ns, &dd);
+        result = rw_read_wait(self, tid, timeout_ns, &dd, &died);
         atomic_fetch_sub_explicit(&rw->rwaiting[slot], 1, memory_order_relaxed);
         self->base.busy--;
         rw_dd_end(self, &dd, tid);
@@ -380,13 +384,29 @@ static PyObject *rw_acquire_read_ns(RWObject *self, int64_t timeout_ns)
         il_rw_read_release(rw, self->base.slot);
         return NULL;
     }
+    if (died) {
+        /* Told as the next writer is (it stays set until recovered() or a
+         * clean write acquisition through this handle). */
+        self->owner_died = 1;
+        PyObject *r = PyObject_CallMethod((PyObject *)self, "_owner_died_hook", NULL);
+        if (r == NULL) { /* (an OwnerDied turned into an error): not acquired */
+            rw_hold *h = rw_hold_find(self, tid);
+            if (h != NULL && h->count > 0)
+                h->count--;
+            il_rw_read_release(rw, self->base.slot);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
     Py_RETURN_TRUE;
 }
 
 PyDoc_STRVAR(rw_acquire_read_doc,
              "acquire_read($self, /, blocking=True, timeout=-1)\n--\n\n"
              "Take a read side, waiting at most `timeout` seconds (-1 or None: no limit); "
-             "True if taken.  New readers wait while a writer holds or waits.");
+             "True if taken.  New readers wait while a writer holds or waits.  When a writer "
+             "died holding the write side and no writer has taken it since, an OwnerDied "
+             "warning is issued and `owner_died` is True.");
 
 static PyObject *rw_acquire_read(RWObject *self, PyObject *const *args, Py_ssize_t nargs,
                                  PyObject *kwnames)

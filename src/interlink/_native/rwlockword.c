@@ -65,7 +65,9 @@ int il_rw_read_try(il_rw *rw, uint32_t slot)
         return IL_BUSY;
     }
     atomic_fetch_add_explicit(&rw->racq, 1, memory_order_relaxed);
-    return IL_OK;
+    /* A writer died holding the write side and no writer has claimed it
+     * since: the data may be half written, and this reader is told. */
+    return il_lock_died_pending(&rw->wlock) ? IL_OWNERDIED : IL_OK;
 }
 
 /* An attempt by a reader that may own a reader-wait entry: the trying bit is
@@ -79,7 +81,7 @@ static int read_try_marked(il_rw *rw, uint32_t slot, int32_t rq)
     uint64_t s = atomic_load_explicit(&e->seq, memory_order_relaxed);
     atomic_store_explicit(&e->seq, s | 1u, memory_order_seq_cst);
     int rc = il_rw_read_try(rw, slot);
-    if (rc != IL_OK)
+    if (rc != IL_OK && rc != IL_OWNERDIED) /* not acquired */
         atomic_store_explicit(&e->seq, s & ~(uint64_t)1u, memory_order_seq_cst);
     return rc;
 }

@@ -58,10 +58,12 @@ typedef struct il_rw {
 void il_rw_init(il_rw *rw);
 int il_rw_validate(const il_rw *rw);
 
-/* Readers.  try: IL_OK or IL_BUSY (a writer holds or waits), never blocks. */
+/* Readers.  try: IL_OK, IL_OWNERDIED (acquired, but a writer died holding
+ * the write side and no writer has claimed it since: the data may be half
+ * written) or IL_BUSY (a writer holds or waits); never blocks. */
 int il_rw_read_try(il_rw *rw, uint32_t slot);
-/* One bounded wait: IL_OK (acquired), IL_TIMEOUT (slice elapsed), IL_EINTR,
- * IL_BUSY (woken, not acquired).  rq: the caller's reader-wait entry
+/* One bounded wait: IL_OK or IL_OWNERDIED (acquired, as try), IL_TIMEOUT
+ * (slice elapsed), IL_EINTR, IL_BUSY (woken, not acquired).  rq: the caller's reader-wait entry
  * (il_rw_rwait_claim), or -1: each attempt is then bracketed by its trying
  * bit (left set after the successful one). */
 int il_rw_read_wait_slice(il_rw *rw, uint32_t slot, int32_t rq, int64_t slice_ns);
