@@ -180,6 +180,14 @@ def test_dead_writer_does_not_block_readers(spawn: Spawn, name: str) -> None:
             other.release_read()
         finally:
             other.close()
+        # A writer that times out draining our read side gives the news back.
+        writer = il.RWLock(name)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", il.OwnerDied)
+                assert writer.acquire_write(timeout=0.1) is False
+        finally:
+            writer.close()
         rw.release_read()
         # The next writer is told too; its clean release ends the news.
         with pytest.warns(il.OwnerDied):

@@ -215,6 +215,11 @@ static void test_dead_writer_owner_died(void)
     CHECK_EQ(il_rw_read_release(&m->rw, me), IL_OK);
     CHECK_EQ(il_rw_read_release(&m->rw, me), IL_OK);
     CHECK_EQ(write_acquire(m, me), IL_OWNERDIED); /* the next writer is told */
+    /* it gives up before repairing (a timed-out drain): the news stays */
+    CHECK_EQ(il_rw_write_release_died(&m->rw, il_ident_self(), tid()), IL_OK);
+    CHECK_EQ(read_acquire(m, me), IL_OWNERDIED);
+    CHECK_EQ(il_rw_read_release(&m->rw, me), IL_OK);
+    CHECK_EQ(write_acquire(m, me), IL_OWNERDIED);
     CHECK_EQ(il_rw_write_release(&m->rw, il_ident_self(), tid()), IL_OK);
     CHECK_EQ(read_acquire(m, me), IL_OK); /* repaired: nobody is told any more */
     CHECK_EQ(il_rw_read_release(&m->rw, me), IL_OK);

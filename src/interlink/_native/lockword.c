@@ -620,7 +620,7 @@ int il_lock_acquire(il_lock *l, uint64_t ident, uint32_t tid, int recursive, int
     }
 }
 
-static int release_level(il_lock *l, uint64_t ident, uint32_t tid, int self)
+static int release_level(il_lock *l, uint64_t ident, uint32_t tid, int self, int died)
 {
     ident = il_ident_bare(ident);
     uint64_t s = atomic_load_explicit(&l->state, memory_order_acquire);
@@ -634,7 +634,7 @@ static int release_level(il_lock *l, uint64_t ident, uint32_t tid, int self)
     il_lock_entry *e = holder_entry(l, s);
     uint32_t turn = st_next_turn(s);
     atomic_store_explicit(&l->depth, 0, memory_order_relaxed);
-    if (!atomic_compare_exchange_strong_explicit(&l->state, &s, st_free(turn, 0),
+    if (!atomic_compare_exchange_strong_explicit(&l->state, &s, st_free(turn, died),
                                                  memory_order_seq_cst, memory_order_relaxed)) {
         atomic_store_explicit(&l->depth, d, memory_order_relaxed);
         return IL_INVALID; /* recovered from under us: we were taken for dead */
@@ -653,7 +653,12 @@ static int release_level(il_lock *l, uint64_t ident, uint32_t tid, int self)
 
 int il_lock_release(il_lock *l, uint64_t ident, uint32_t tid)
 {
-    return release_level(l, ident, tid, 1);
+    return release_level(l, ident, tid, 1, 0);
+}
+
+int il_lock_release_died(il_lock *l, uint64_t ident, uint32_t tid)
+{
+    return release_level(l, ident, tid, 1, 1);
 }
 
 int il_lock_release_holder(il_lock *l)
@@ -666,7 +671,7 @@ int il_lock_release_holder(il_lock *l)
     uint32_t tid = atomic_load_explicit(&e->tid, memory_order_relaxed);
     if (ident == 0)
         return IL_INVALID;
-    return release_level(l, ident, tid, 0);
+    return release_level(l, ident, tid, 0, 0);
 }
 
 int il_lock_holder(const il_lock *l, uint64_t *ident, uint32_t *tid, uint32_t *depth)

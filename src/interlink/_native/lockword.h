@@ -181,6 +181,11 @@ int il_lock_acquire(il_lock *l, uint64_t ident, uint32_t tid, int recursive, int
  * Called by the holding thread itself (its process is alive). */
 int il_lock_release(il_lock *l, uint64_t ident, uint32_t tid);
 
+/* As il_lock_release (last level), but the lock stays marked DIED: the next
+ * claimer gets IL_OWNERDIED.  For a holder that got IL_OWNERDIED and gives
+ * the lock up before it repaired anything (the news is not lost). */
+int il_lock_release_died(il_lock *l, uint64_t ident, uint32_t tid);
+
 /* Release one level on behalf of whoever holds the lock (threading.Lock lets
  * any thread release; the holder may even be dead): IL_OK, or IL_INVALID when
  * it is not held (or changed hands meanwhile). */

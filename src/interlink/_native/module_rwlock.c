@@ -565,8 +565,12 @@ static PyObject *rw_write_wait(RWObject *self, uint32_t tid, int64_t timeout_ns,
     int died = rc == IL_OWNERDIED;
     int drc = rw_drain(self, tid, deadline, dd);
     if (drc != IL_OK) {
-        /* Give the write side back (the owner-died news with it). */
-        il_rw_write_release(self->rw, self->base.ident, tid);
+        /* Give the write side back, and the owner-died news with it: the
+         * next acquirers are told (this one never held the write side). */
+        if (died)
+            il_rw_write_release_died(self->rw, self->base.ident, tid);
+        else
+            il_rw_write_release(self->rw, self->base.ident, tid);
         if (drc < 0)
             return NULL;
         Py_RETURN_FALSE;
@@ -575,8 +579,9 @@ static PyObject *rw_write_wait(RWObject *self, uint32_t tid, int64_t timeout_ns,
     self->owner_died = died;
     if (died) {
         PyObject *r = PyObject_CallMethod((PyObject *)self, "_owner_died_hook", NULL);
-        if (r == NULL) {
-            il_rw_write_release(self->rw, self->base.ident, tid);
+        if (r == NULL) { /* (an OwnerDied turned into an error): not acquired */
+            self->owner_died = 0;
+            il_rw_write_release_died(self->rw, self->base.ident, tid);
             return NULL;
         }
         Py_DECREF(r);

@@ -175,6 +175,14 @@ int il_rw_write_release(il_rw *rw, uint64_t ident, uint32_t tid)
     return rc;
 }
 
+int il_rw_write_release_died(il_rw *rw, uint64_t ident, uint32_t tid)
+{
+    int rc = il_lock_release_died(&rw->wlock, ident, tid);
+    if (rc == IL_OK)
+        il_rw_wake_readers(rw);
+    return rc;
+}
+
 uint32_t il_rw_recover_readers(il_rw *rw, il_seg_header *hdr, uint32_t my_slot)
 {
     uint32_t n = 0;

@@ -77,6 +77,9 @@ int il_rw_write_drain_slice(il_rw *rw, int64_t slice_ns);
 int il_rw_readers_gone(il_rw *rw);
 /* Release the write side (wlock) and wake blocked readers. */
 int il_rw_write_release(il_rw *rw, uint64_t ident, uint32_t tid);
+/* The same, keeping a writer's death news for the next acquirers (a writer
+ * that got IL_OWNERDIED and gives up before it repaired anything). */
+int il_rw_write_release_died(il_rw *rw, uint64_t ident, uint32_t tid);
 /* Wake blocked readers (after a queued writer gave up its wait). */
 void il_rw_wake_readers(il_rw *rw);
 
