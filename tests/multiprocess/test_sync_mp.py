@@ -129,6 +129,27 @@ def test_holder_killed_next_acquirer_recovers(spawn: Spawn, name: str, kind: str
         lock.close()
 
 
+def test_owner_died_as_an_error_hands_the_news_on(spawn: Spawn, name: str) -> None:
+    """An acquirer whose OwnerDied warning is an error does not get the lock,
+    and the next acquirer is told in its place (nothing repaired meanwhile)."""
+    lock = il.Lock(name)
+    try:
+        child = spawn(HOLDER, name, "lock")
+        child.expect("held")
+        child.kill()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", il.OwnerDied)
+            with pytest.raises(il.OwnerDied):
+                lock.acquire(timeout=5)
+        assert lock.owner_died is False and lock.statistics().holder_pid == 0
+        with pytest.warns(il.OwnerDied):
+            assert lock.acquire(timeout=5) is True
+        assert lock.owner_died is True
+        lock.release()
+    finally:
+        lock.close()
+
+
 def test_blocked_waiter_sees_death_within_bound(spawn: Spawn, name: str) -> None:
     """A waiter already blocked (asleep in futex) notices the holder's death."""
     lock = il.Lock(name)

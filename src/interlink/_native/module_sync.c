@@ -328,7 +328,10 @@ static PyObject *lock_finish(SyncObject *self, int rc, uint32_t tid)
         self->owner_died = 1;
         PyObject *r = PyObject_CallMethod((PyObject *)self, "_owner_died_hook", NULL);
         if (r == NULL) {
-            il_lock_release(self->lock, self->base.ident, tid);
+            /* (an OwnerDied turned into an error): not acquired, and the next
+             * acquirer is told in its place */
+            self->owner_died = 0;
+            il_lock_release_died(self->lock, self->base.ident, tid);
             return NULL;
         }
         Py_DECREF(r);
