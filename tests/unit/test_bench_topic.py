@@ -60,3 +60,14 @@ def test_cli_json_to_stdout() -> None:
     assert doc["benchmark"] == "topic"
     assert doc["reference"] == "interlink.Topic block"
     assert {r["subscribers"] for r in doc["results"]} == {1, 4}
+
+
+def test_rounds_pair_the_fanouts() -> None:
+    settings = bench_topic.TopicSettings.choose(quick=True, count=300, timeout=60)
+    settings = bench_topic.TopicSettings(**{**settings.__dict__, "rounds": 2})
+    (row,) = bench_topic.select(["interlink.Topic block"])
+    results = bench_topic.run([row], settings)
+    assert [r.subscribers for r in results] == [1, 4]
+    assert all(r.status == "ok" and r.figures["rounds"] == 2 for r in results)
+    assert results[1].figures["paired_ratio"] > 0
+    assert bench_topic.scaling(results)[row.label] == results[1].figures["paired_ratio"]

@@ -26,7 +26,11 @@ starts only when every subscriber is ready (for pyzmq: has received a hello,
 so the subscription has reached the publisher).  Figures per fan-out: the
 mean and the slowest per-subscriber rate, and the scaling ratio
 ``mean per-subscriber rate at 1 -> 4 / rate at 1 -> 1`` (1.0: every
-subscriber as fast as a lone one).  All processes share the machine's cores:
+subscriber as fast as a lone one).  A row's two fan-outs are measured back
+to back, in several rounds (the order alternating); figures are medians of
+the rounds and the ratio the median of per-round ratios, so that a machine
+whose speed drifts between runs (the 2-core VM this was developed on is
+bimodal over time) compares like with like.  All processes share the machine's cores:
 on 2 cores, 1 publisher + 4 subscribers oversubscribe it, which bounds that
 ratio by the CPU time each process gets.
 """
@@ -66,13 +70,17 @@ class TopicSettings:
     """Messages the publisher sends per measurement."""
     timeout: float = 120.0
     """Wall-clock limit of one measurement, process start-up included."""
+    rounds: int = 3
+    """Rounds per row, each measuring 1 -> 1 and 1 -> 4 back to back (the
+    order alternating); figures are medians over the rounds, the scaling
+    ratio the median of per-round ratios."""
 
     @classmethod
     def choose(
         cls, *, quick: bool = False, count: int | None = None, timeout: float | None = None
     ) -> TopicSettings:
         """Full or ``quick`` settings, with ``count`` messages if given."""
-        base = cls(messages=50_000, timeout=30.0) if quick else cls()
+        base = cls(messages=50_000, timeout=30.0, rounds=1) if quick else cls()
         changes: dict[str, Any] = {}
         if count is not None:
             changes["messages"] = count
@@ -84,7 +92,8 @@ class TopicSettings:
         """One line saying what was measured."""
         return (
             f"{self.messages:,} x {PAYLOAD} B bytes; one publisher -> 1 and 4 subscribers, "
-            f"each a spawned process; limit {self.timeout:g} s per measurement"
+            f"each a spawned process; {self.rounds} round(s) per row, medians; "
+            f"limit {self.timeout:g} s per measurement"
         )
 
 
@@ -323,27 +332,69 @@ def measure(row: Row, subscribers: int, settings: TopicSettings) -> Result:
     )
 
 
+def measure_row(row: Row, settings: TopicSettings) -> dict[int, Result]:
+    """Every fan-out of ``row``, ``settings.rounds`` times, the fan-outs of a
+    round back to back (first 1 -> 1, then 1 -> 4, the next round the other
+    way round): on a machine whose speed drifts, a ratio within a round
+    compares like with like.  Per fan-out: the median figures of the rounds,
+    with ``paired_ratio`` (median of the per-round 1 -> 4 / 1 -> 1 ratios)
+    on the widest fan-out, and ``rounds``."""
+    runs: dict[int, list[Result]] = {n: [] for n in FANOUTS}
+    for r in range(max(1, settings.rounds)):
+        for n in FANOUTS if r % 2 == 0 else tuple(reversed(FANOUTS)):
+            runs[n].append(measure(row, n, settings))
+    out: dict[int, Result] = {}
+    for n, results in runs.items():
+        bad = next((x for x in results if x.status != "ok"), None)
+        if bad is not None:
+            out[n] = bad
+            continue
+        keys = results[0].figures.keys()
+        figures = {k: statistics.median(x.figures[k] for x in results) for k in keys}
+        figures["rounds"] = len(results)
+        out[n] = Result(row.label, n, "ok", figures=figures)
+    wide, one = runs[max(FANOUTS)], runs[min(FANOUTS)]
+    if all(x.status == "ok" and x.figures["per_sub_mean"] > 0 for x in one + wide):
+        out[max(FANOUTS)].figures["paired_ratio"] = statistics.median(
+            w.figures["per_sub_mean"] / o.figures["per_sub_mean"]
+            for w, o in zip(wide, one, strict=True)
+        )
+    return out
+
+
 def run(
     rows: Sequence[Row],
     settings: TopicSettings,
     started: Callable[[Row, int], None] | None = None,
     finished: Callable[[Result], None] | None = None,
 ) -> list[Result]:
-    """Every measurement of :func:`plan`, in order."""
-    return run_plan(plan(rows), lambda row, n: measure(row, n, settings), started, finished)
+    """Every measurement of :func:`plan`, in order (a row's fan-outs are
+    measured together, in rounds: :func:`measure_row`)."""
+    done: dict[str, dict[int, Result]] = {}
+
+    def one(row: Row, n: int) -> Result:
+        if row.label not in done:
+            done[row.label] = measure_row(row, settings)
+        return done[row.label][n]
+
+    return run_plan(plan(rows), one, started, finished)
 
 
 # ------------------------------------------------------------ report
 
 
 def scaling(results: Sequence[Result]) -> dict[str, float]:
-    """label -> mean per-subscriber rate at 1 -> 4 / rate at 1 -> 1 (same run)."""
+    """label -> mean per-subscriber rate at 1 -> 4 / rate at 1 -> 1 (the
+    median of per-round ratios when measured in rounds)."""
     ok = {(r.label, r.subscribers): r for r in results if r.status == "ok"}
     out: dict[str, float] = {}
     for (label, n), r in ok.items():
         one = ok.get((label, 1))
-        if n == max(FANOUTS) and one is not None and one.figures["per_sub_mean"] > 0:
-            out[label] = r.figures["per_sub_mean"] / one.figures["per_sub_mean"]
+        if n != max(FANOUTS) or one is None or one.figures["per_sub_mean"] <= 0:
+            continue
+        out[label] = r.figures.get(
+            "paired_ratio", r.figures["per_sub_mean"] / one.figures["per_sub_mean"]
+        )
     return out
 
 
