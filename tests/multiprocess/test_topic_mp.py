@@ -120,6 +120,20 @@ def _reap(procs: list[multiprocessing.process.BaseProcess]) -> None:
         p.join(10)
 
 
+def _interrupt_blocked(child: Any, what: str) -> None:
+    """Once the child says "blocking" and sleeps in a futex (in `what`),
+    Ctrl-C ends it with KeyboardInterrupt within 2 s (teardown included)."""
+    child.expect("blocking")
+    wait_until(lambda: blocked_in_futex(child.pid), 10, f"the child to sleep in {what}")
+    start = time.monotonic()
+    child.kill(signal.SIGINT)
+    rc = child.wait(10)
+    took = time.monotonic() - start
+    assert rc == -signal.SIGINT
+    assert "KeyboardInterrupt" in child.stderr()
+    assert took < 2.0  # includes interpreter teardown
+
+
 # ------------------------------------------------------------------ tests
 
 
@@ -328,15 +342,7 @@ def test_sigint_interrupts_a_blocked_recv(spawn: Spawn, name: str) -> None:
             """,
             name,
         )
-        child.expect("blocking")
-        wait_until(lambda: blocked_in_futex(child.pid), 10, "the child to sleep in recv")
-        start = time.monotonic()
-        child.kill(signal.SIGINT)
-        rc = child.wait(10)
-        took = time.monotonic() - start
-        assert rc == -signal.SIGINT
-        assert "KeyboardInterrupt" in child.stderr()
-        assert took < 2.0  # includes interpreter teardown
+        _interrupt_blocked(child, "recv")
 
 
 def test_anonymous_topic_reaches_spawn_children_and_is_reclaimed() -> None:
@@ -376,15 +382,7 @@ def test_sigint_interrupts_a_blocked_publish(spawn: Spawn, name: str) -> None:
             """,
             name,
         )
-        child.expect("blocking")
-        wait_until(lambda: blocked_in_futex(child.pid), 10, "the child to sleep in publish")
-        start = time.monotonic()
-        child.kill(signal.SIGINT)
-        rc = child.wait(10)
-        took = time.monotonic() - start
-        assert rc == -signal.SIGINT
-        assert "KeyboardInterrupt" in child.stderr()
-        assert took < 2.0  # includes interpreter teardown
+        _interrupt_blocked(child, "publish")
         assert sub.lost == 0
 
 

@@ -222,6 +222,14 @@ void il_handle_unbind(il_handle *h);
  * 0, or -1 with an exception. */
 int il_handle_open(il_handle *h);
 
+/* Bind a segment whose kind area follows the header page: map `buffer`,
+ * validate the area with attach(area, mem, len) (IL_OK; IL_INFLIGHT: "the
+ * <kind> segment is not formatted"; anything else: "... failed its
+ * consistency check", both Corrupt), then open the handle.  0, or -1 with an
+ * exception (the buffer released). */
+int il_handle_bind_area(il_handle *h, PyObject *buffer, const char *kind,
+                        int (*attach)(void *area, void *mem, uint64_t len), void *area);
+
 /* Unbind a closed handle once no thread and no object uses the mapping. */
 void il_handle_maybe_release(il_handle *h);
 

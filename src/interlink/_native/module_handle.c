@@ -108,6 +108,26 @@ int il_handle_open(il_handle *h)
     return 0;
 }
 
+int il_handle_bind_area(il_handle *h, PyObject *buffer, const char *kind,
+                        int (*attach)(void *area, void *mem, uint64_t len), void *area)
+{
+    if (il_handle_get_buffer(h, buffer, 0) < 0)
+        return -1;
+    int rc = IL_CORRUPT;
+    if ((size_t)h->buf.len > IL_SEG_HEADER_SIZE)
+        rc = attach(area, (char *)h->buf.buf + IL_SEG_HEADER_SIZE,
+                    (uint64_t)h->buf.len - IL_SEG_HEADER_SIZE);
+    if (rc != IL_OK) {
+        il_handle_unbind(h);
+        PyErr_Format(h->st->Corrupt,
+                     rc == IL_INFLIGHT ? "the %s segment is not formatted"
+                                       : "the %s segment failed its consistency check",
+                     kind);
+        return -1;
+    }
+    return il_handle_open(h);
+}
+
 void il_handle_maybe_release(il_handle *h)
 {
     if (h->has_buf && h->closed && h->busy == 0 && h->live == 0)

@@ -91,22 +91,14 @@ static PyObject *q_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 /* Refuse a closed handle; a forked child attaches as a new user. */
 static int q_check(QObject *self) { return il_handle_check(&self->base, il_fork_generation()); }
 
+static int q_attach_area(void *area, void *mem, uint64_t len)
+{
+    return il_q_attach((il_qh *)area, mem, len);
+}
+
 static PyObject *q_bind(QObject *self, PyObject *buffer)
 {
-    if (il_handle_get_buffer(&self->base, buffer, 0) < 0)
-        return NULL;
-    int rc = IL_CORRUPT;
-    if ((size_t)self->base.buf.len > IL_SEG_HEADER_SIZE)
-        rc = il_q_attach(&self->h, (char *)self->base.buf.buf + IL_SEG_HEADER_SIZE,
-                         (uint64_t)self->base.buf.len - IL_SEG_HEADER_SIZE);
-    if (rc != IL_OK) {
-        il_handle_unbind(&self->base);
-        PyErr_SetString(self->base.st->Corrupt,
-                        rc == IL_INFLIGHT ? "the queue segment is not formatted"
-                                          : "the queue segment failed its consistency check");
-        return NULL;
-    }
-    if (il_handle_open(&self->base) < 0)
+    if (il_handle_bind_area(&self->base, buffer, "queue", q_attach_area, &self->h) < 0)
         return NULL;
     Py_RETURN_NONE;
 }

@@ -162,22 +162,14 @@ static PyObject *t_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 /* Refuse a closed handle; a forked child attaches as a new user. */
 static int t_check(TObject *self) { return il_handle_check(&self->base, il_fork_generation()); }
 
+static int t_attach_area(void *area, void *mem, uint64_t len)
+{
+    return il_topic_attach((il_topic *)area, mem, len);
+}
+
 static PyObject *t_bind(TObject *self, PyObject *buffer)
 {
-    if (il_handle_get_buffer(&self->base, buffer, 0) < 0)
-        return NULL;
-    int rc = IL_CORRUPT;
-    if ((size_t)self->base.buf.len > IL_SEG_HEADER_SIZE)
-        rc = il_topic_attach(&self->t, (char *)self->base.buf.buf + IL_SEG_HEADER_SIZE,
-                             (uint64_t)self->base.buf.len - IL_SEG_HEADER_SIZE);
-    if (rc != IL_OK) {
-        il_handle_unbind(&self->base);
-        PyErr_SetString(self->base.st->Corrupt,
-                        rc == IL_INFLIGHT ? "the topic segment is not formatted"
-                                          : "the topic segment failed its consistency check");
-        return NULL;
-    }
-    if (il_handle_open(&self->base) < 0)
+    if (il_handle_bind_area(&self->base, buffer, "topic", t_attach_area, &self->t) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -293,6 +285,29 @@ static int reserve(TObject *self, uint64_t len, int64_t timeout_ns, uint8_t **pt
 
 static int parse_pub_timeout(PyObject *o, int64_t *out) { return parse_timeout(o, out); }
 
+/* Publish data (n bytes), followed by an 8-byte trailer unless tail is
+ * NULL, as one record (data must stay valid while the GIL is released in
+ * reserve()). */
+static PyObject *publish_record(TObject *self, const void *data, Py_ssize_t n,
+                                const uint8_t *tail, int64_t timeout_ns)
+{
+    if (t_check(self) < 0 || hold(&self->wlock) < 0)
+        return NULL;
+    PyObject *result = NULL;
+    uint8_t *ptr;
+    uint64_t len = (uint64_t)n + (tail != NULL ? 8 : 0);
+    if (ensure_writer(self) == 0 && reserve(self, len, timeout_ns, &ptr) == 0) {
+        memcpy(ptr, data, (size_t)n);
+        if (tail != NULL)
+            memcpy(ptr + n, tail, 8);
+        il_topic_pub_commit(&self->w, len);
+        result = Py_NewRef(Py_None);
+    }
+    il_hlock_release(&self->wlock);
+    il_handle_maybe_release(&self->base);
+    return result;
+}
+
 PyDoc_STRVAR(t_publish_doc, "publish($self, data, timeout=None, /)\n--\n\n"
                             "Publish one message (a bytes-like object).  Under the block "
                             "policy wait up to timeout seconds for room (Timeout).");
@@ -310,16 +325,7 @@ static PyObject *t_publish(TObject *self, PyObject *const *args, Py_ssize_t narg
     Py_buffer v;
     if (PyObject_GetBuffer(a[0], &v, PyBUF_SIMPLE) < 0)
         return NULL;
-    PyObject *result = NULL;
-    if (hold(&self->wlock) == 0) {
-        uint8_t *ptr;
-        if (ensure_writer(self) == 0 && reserve(self, (uint64_t)v.len, timeout_ns, &ptr) == 0) {
-            memcpy(ptr, v.buf, (size_t)v.len);
-            il_topic_pub_commit(&self->w, (uint64_t)v.len);
-            result = Py_NewRef(Py_None);
-        }
-        il_hlock_release(&self->wlock);
-    }
+    PyObject *result = publish_record(self, v.buf, v.len, NULL, timeout_ns);
     PyBuffer_Release(&v);
     return result;
 }
@@ -531,26 +537,6 @@ static PyObject *t_publish_slow(TObject *self, PyObject *obj, PyObject *timeout)
     return r;
 }
 
-/* Publish data (n bytes) + an 8-byte trailer as one record. */
-static PyObject *publish_framed(TObject *self, const void *data, Py_ssize_t n,
-                                const uint8_t tail[8], int64_t timeout_ns)
-{
-    if (t_check(self) < 0 || hold(&self->wlock) < 0)
-        return NULL;
-    PyObject *result = NULL;
-    uint8_t *ptr;
-    uint64_t len = (uint64_t)n + 8;
-    if (ensure_writer(self) == 0 && reserve(self, len, timeout_ns, &ptr) == 0) {
-        memcpy(ptr, data, (size_t)n);
-        memcpy(ptr + n, tail, 8);
-        il_topic_pub_commit(&self->w, len);
-        result = Py_NewRef(Py_None);
-    }
-    il_hlock_release(&self->wlock);
-    il_handle_maybe_release(&self->base);
-    return result;
-}
-
 PyDoc_STRVAR(t_publish_obj_doc,
              "_publish_obj($self, obj, timeout=None)\n--\n\n"
              "Topic.publish: publish `obj` to every subscriber (under the block policy wait "
@@ -577,7 +563,7 @@ static PyObject *t_publish_obj(TObject *self, PyObject *const *args, Py_ssize_t 
             return NULL;
         /* obj is immutable and referenced by the caller's arguments: valid
          * while the GIL is released in reserve() */
-        return publish_framed(self, PyBytes_AS_STRING(obj), n, self->f_bytes_tail, timeout_ns);
+        return publish_record(self, PyBytes_AS_STRING(obj), n, self->f_bytes_tail, timeout_ns);
     }
     if (self->pk.dumps == NULL || Py_IS_TYPE(obj, &PyByteArray_Type) ||
         Py_IS_TYPE(obj, &PyMemoryView_Type))
@@ -597,8 +583,8 @@ static PyObject *t_publish_obj(TObject *self, PyObject *const *args, Py_ssize_t 
     if (got == 0) /* may hold an out-of-band buffer: the codec pickles it again, watching */
         return t_publish_slow(self, obj, a[1]);
     /* pickling ran Python code: the handle may have been closed meanwhile
-     * (publish_framed's t_check raises Closed then) */
-    PyObject *r = publish_framed(self, PyBytes_AS_STRING(d), PyBytes_GET_SIZE(d),
+     * (publish_record's t_check raises Closed then) */
+    PyObject *r = publish_record(self, PyBytes_AS_STRING(d), PyBytes_GET_SIZE(d),
                                  self->f_plain_tail, timeout_ns);
     Py_DECREF(d);
     return r;
